@@ -1,0 +1,518 @@
+//! Switchboard's signaling messages, as they travel over the WebSocket.
+//!
+//! Two protocols live here:
+//!
+//! * [`ClientMessage`] / [`ServerMessage`]: Switchboard's own protocol on `/ws`, JSON objects
+//!   tagged by `"type"`, versioned by the `v` field of `join` (see `docs/protocol.md`).
+//! * [`tutorial`]: the classic one-sender/one-receiver tutorial protocol on `/`, kept
+//!   byte-compatible with the Node `ws` server those tutorials ship.
+//!
+//! This crate holds types and parsing only: no routing decisions and no I/O. The server, the
+//! integration tests and the load tools all speak through it, so they cannot drift apart.
+
+pub mod tutorial;
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The protocol version this crate speaks. A `join` with another `v` is refused with
+/// [`ErrorCode::UnsupportedVersion`].
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// A participant id as the wire shows it: opaque, unique within one server run.
+pub type ParticipantId = String;
+
+/// What a participant does in a room; decides who opens connections to whom.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// Sends and receives; connects to every other peer (full mesh).
+    #[default]
+    Peer,
+    /// One-to-many broadcaster: connects to every receiver. At most one per room.
+    Sender,
+    /// Watches the sender only; receivers never connect to each other.
+    Receiver,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Peer => "peer",
+            Role::Sender => "sender",
+            Role::Receiver => "receiver",
+        }
+    }
+}
+
+/// How media flows in a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Browsers connect directly to each other (full mesh or one-to-many).
+    #[default]
+    P2p,
+    /// Media goes through the server's forwarding unit.
+    Sfu,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::P2p => "p2p",
+            Mode::Sfu => "sfu",
+        }
+    }
+}
+
+/// Why a participant left, as told to the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LeaveReason {
+    /// It sent `leave`.
+    Left,
+    /// Its connection closed and it did not come back within the resume grace period.
+    Disconnected,
+    /// The random-match partner pressed Next.
+    Next,
+}
+
+/// A participant as others see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParticipantInfo {
+    pub id: ParticipantId,
+    pub name: String,
+    pub role: Role,
+    /// Unix time in milliseconds when it joined.
+    pub since: u64,
+}
+
+/// Messages a client sends on `/ws`. Unknown fields are ignored so newer clients can add
+/// optional fields without breaking older servers.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum ClientMessage {
+    /// Enter a room (created on first join).
+    Join {
+        #[serde(default = "default_version")]
+        v: u32,
+        room: String,
+        name: String,
+        #[serde(default)]
+        role: Role,
+        /// Topology wanted if the room is new; ignored (and reported back) otherwise.
+        #[serde(default)]
+        mode: Option<Mode>,
+        /// The `resume` token of an earlier `joined`, to take back the same identity after a
+        /// lost connection.
+        #[serde(default)]
+        resume: Option<String>,
+    },
+    /// Leave the room or the random lobby; the connection stays open.
+    Leave,
+    /// An SDP offer for one participant of the same room.
+    Offer { to: ParticipantId, sdp: String },
+    /// An SDP answer for one participant of the same room.
+    Answer { to: ParticipantId, sdp: String },
+    /// A trickled ICE candidate (`RTCIceCandidateInit`), or `null` for end of candidates.
+    Candidate {
+        to: ParticipantId,
+        candidate: Option<serde_json::Value>,
+    },
+    /// Ask a participant to restart ICE towards us (it sends an offer with `iceRestart`).
+    IceRestart { to: ParticipantId },
+    /// Enter the random 1:1 lobby.
+    Random {
+        #[serde(default = "default_version")]
+        v: u32,
+        name: String,
+    },
+    /// End the current random pair and queue again.
+    Next,
+    /// Keep-alive and latency probe; answered by `pong`.
+    Ping {
+        #[serde(default)]
+        id: Option<u64>,
+    },
+}
+
+fn default_version() -> u32 {
+    PROTOCOL_VERSION
+}
+
+impl ClientMessage {
+    /// The wire name of this message's type, for metrics and errors.
+    pub fn kind(&self) -> MessageKind {
+        match self {
+            ClientMessage::Join { .. } => MessageKind::Join,
+            ClientMessage::Leave => MessageKind::Leave,
+            ClientMessage::Offer { .. } => MessageKind::Offer,
+            ClientMessage::Answer { .. } => MessageKind::Answer,
+            ClientMessage::Candidate { .. } => MessageKind::Candidate,
+            ClientMessage::IceRestart { .. } => MessageKind::IceRestart,
+            ClientMessage::Random { .. } => MessageKind::Random,
+            ClientMessage::Next => MessageKind::Next,
+            ClientMessage::Ping { .. } => MessageKind::Ping,
+        }
+    }
+}
+
+/// Client message kinds, for counting without strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MessageKind {
+    Join,
+    Leave,
+    Offer,
+    Answer,
+    Candidate,
+    IceRestart,
+    Random,
+    Next,
+    Ping,
+}
+
+impl MessageKind {
+    pub const ALL: [MessageKind; 9] = [
+        MessageKind::Join,
+        MessageKind::Leave,
+        MessageKind::Offer,
+        MessageKind::Answer,
+        MessageKind::Candidate,
+        MessageKind::IceRestart,
+        MessageKind::Random,
+        MessageKind::Next,
+        MessageKind::Ping,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageKind::Join => "join",
+            MessageKind::Leave => "leave",
+            MessageKind::Offer => "offer",
+            MessageKind::Answer => "answer",
+            MessageKind::Candidate => "candidate",
+            MessageKind::IceRestart => "ice-restart",
+            MessageKind::Random => "random",
+            MessageKind::Next => "next",
+            MessageKind::Ping => "ping",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Messages the server sends on `/ws`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum ServerMessage {
+    /// The join succeeded.
+    Joined {
+        v: u32,
+        room: String,
+        /// Our own participant id.
+        id: ParticipantId,
+        /// Secret to send back in `join.resume` after a lost connection.
+        resume: String,
+        mode: Mode,
+        role: Role,
+        /// Everyone already in the room, oldest first (we are not in the list).
+        participants: Vec<ParticipantInfo>,
+        /// Whether we resumed an earlier identity (peers kept their connections to us).
+        resumed: bool,
+    },
+    ParticipantJoined {
+        participant: ParticipantInfo,
+    },
+    ParticipantLeft {
+        id: ParticipantId,
+        reason: LeaveReason,
+    },
+    /// Our `leave` took effect.
+    Left,
+    Offer {
+        from: ParticipantId,
+        sdp: String,
+    },
+    Answer {
+        from: ParticipantId,
+        sdp: String,
+    },
+    Candidate {
+        from: ParticipantId,
+        candidate: Option<serde_json::Value>,
+    },
+    IceRestart {
+        from: ParticipantId,
+    },
+    /// In the random lobby, waiting for a partner.
+    Waiting,
+    /// Paired with a stranger in a private room. The impolite side (`polite: false`)
+    /// makes the first offer.
+    Matched {
+        room: String,
+        id: ParticipantId,
+        peer: ParticipantInfo,
+        polite: bool,
+    },
+    /// The pair ended; we are queued again (`waiting` follows).
+    Unmatched {
+        reason: LeaveReason,
+    },
+    Pong {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+    },
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
+}
+
+impl ServerMessage {
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+        ServerMessage::Error {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Every error a client can receive. Codes are stable; messages are for humans.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The frame was not valid JSON, or not a text frame.
+    BadJson,
+    /// The `type` field was missing or names no message we know.
+    UnknownType,
+    /// A known message with missing, extra or ill-typed fields.
+    InvalidMessage,
+    UnsupportedVersion,
+    MessageTooLarge,
+    RateLimited,
+    /// A room message (offer, leave, …) before `join`.
+    NotInRoom,
+    AlreadyJoined,
+    RoomFull,
+    InvalidRoom,
+    InvalidName,
+    /// `to` names nobody in our room.
+    UnknownParticipant,
+    UnsupportedMode,
+    /// The room already has a sender.
+    RoleTaken,
+    /// `next` outside a random pair or lobby.
+    NotMatched,
+    /// The server is at its room or connection limit.
+    ServerBusy,
+    /// `resume` token unknown or expired: join again without it.
+    ResumeFailed,
+}
+
+impl ErrorCode {
+    pub const ALL: [ErrorCode; 17] = [
+        ErrorCode::BadJson,
+        ErrorCode::UnknownType,
+        ErrorCode::InvalidMessage,
+        ErrorCode::UnsupportedVersion,
+        ErrorCode::MessageTooLarge,
+        ErrorCode::RateLimited,
+        ErrorCode::NotInRoom,
+        ErrorCode::AlreadyJoined,
+        ErrorCode::RoomFull,
+        ErrorCode::InvalidRoom,
+        ErrorCode::InvalidName,
+        ErrorCode::UnknownParticipant,
+        ErrorCode::UnsupportedMode,
+        ErrorCode::RoleTaken,
+        ErrorCode::NotMatched,
+        ErrorCode::ServerBusy,
+        ErrorCode::ResumeFailed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadJson => "bad_json",
+            ErrorCode::UnknownType => "unknown_type",
+            ErrorCode::InvalidMessage => "invalid_message",
+            ErrorCode::UnsupportedVersion => "unsupported_version",
+            ErrorCode::MessageTooLarge => "message_too_large",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::NotInRoom => "not_in_room",
+            ErrorCode::AlreadyJoined => "already_joined",
+            ErrorCode::RoomFull => "room_full",
+            ErrorCode::InvalidRoom => "invalid_room",
+            ErrorCode::InvalidName => "invalid_name",
+            ErrorCode::UnknownParticipant => "unknown_participant",
+            ErrorCode::UnsupportedMode => "unsupported_mode",
+            ErrorCode::RoleTaken => "role_taken",
+            ErrorCode::NotMatched => "not_matched",
+            ErrorCode::ServerBusy => "server_busy",
+            ErrorCode::ResumeFailed => "resume_failed",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a text frame could not become a [`ClientMessage`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+/// Decodes one text frame. Classifies failures into the error codes clients see, so a typo in
+/// `type` reads differently from a missing field.
+pub fn parse_client_message(text: &str) -> Result<ClientMessage, ParseError> {
+    match serde_json::from_str::<ClientMessage>(text) {
+        Ok(msg) => Ok(msg),
+        Err(err) => Err(classify(text, err)),
+    }
+}
+
+fn classify(text: &str, err: serde_json::Error) -> ParseError {
+    // Only the failure path pays for this second look.
+    #[derive(Deserialize)]
+    struct TypeOnly {
+        #[serde(rename = "type")]
+        kind: Option<serde_json::Value>,
+    }
+    let parsed: Result<TypeOnly, _> = serde_json::from_str(text);
+    match parsed {
+        Err(_) => {
+            if serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok() {
+                ParseError {
+                    code: ErrorCode::InvalidMessage,
+                    message: "expected a JSON object with a \"type\" field".into(),
+                }
+            } else {
+                ParseError {
+                    code: ErrorCode::BadJson,
+                    message: format!("not valid JSON: {err}"),
+                }
+            }
+        }
+        Ok(TypeOnly { kind: None }) => ParseError {
+            code: ErrorCode::UnknownType,
+            message: "missing \"type\" field".into(),
+        },
+        Ok(TypeOnly {
+            kind: Some(serde_json::Value::String(kind)),
+        }) if !KNOWN_TYPES.contains(&kind.as_str()) => ParseError {
+            code: ErrorCode::UnknownType,
+            message: format!("unknown message type {kind:?}"),
+        },
+        Ok(TypeOnly {
+            kind: Some(serde_json::Value::String(kind)),
+        }) => ParseError {
+            code: ErrorCode::InvalidMessage,
+            message: format!("invalid {kind:?} message: {err}"),
+        },
+        Ok(TypeOnly { kind: Some(_) }) => ParseError {
+            code: ErrorCode::UnknownType,
+            message: "\"type\" must be a string".into(),
+        },
+    }
+}
+
+const KNOWN_TYPES: [&str; 9] = [
+    "join",
+    "leave",
+    "offer",
+    "answer",
+    "candidate",
+    "ice-restart",
+    "random",
+    "next",
+    "ping",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn join_defaults_role_version_and_mode() {
+        let msg = parse_client_message(r#"{"type":"join","room":"abc","name":"Ann"}"#).unwrap();
+        assert_eq!(
+            msg,
+            ClientMessage::Join {
+                v: 1,
+                room: "abc".into(),
+                name: "Ann".into(),
+                role: Role::Peer,
+                mode: None,
+                resume: None,
+            }
+        );
+    }
+
+    #[test]
+    fn candidate_may_be_null_for_end_of_candidates() {
+        let msg = parse_client_message(r#"{"type":"candidate","to":"p1","candidate":null}"#);
+        assert_eq!(
+            msg.unwrap(),
+            ClientMessage::Candidate {
+                to: "p1".into(),
+                candidate: None
+            }
+        );
+    }
+
+    #[test]
+    fn errors_are_classified() {
+        let code = |t: &str| parse_client_message(t).unwrap_err().code;
+        assert_eq!(code("{not json"), ErrorCode::BadJson);
+        assert_eq!(code("[1,2]"), ErrorCode::InvalidMessage);
+        assert_eq!(code(r#"{"room":"x"}"#), ErrorCode::UnknownType);
+        assert_eq!(code(r#"{"type":"dance"}"#), ErrorCode::UnknownType);
+        assert_eq!(code(r#"{"type":7}"#), ErrorCode::UnknownType);
+        assert_eq!(code(r#"{"type":"offer","to":"p1"}"#), ErrorCode::InvalidMessage);
+        assert_eq!(
+            code(r#"{"type":"join","room":5,"name":"a"}"#),
+            ErrorCode::InvalidMessage
+        );
+    }
+
+    #[test]
+    fn known_types_match_the_enum() {
+        for kind in MessageKind::ALL {
+            assert!(KNOWN_TYPES.contains(&kind.as_str()), "{kind:?}");
+        }
+        assert_eq!(KNOWN_TYPES.len(), MessageKind::ALL.len());
+    }
+
+    #[test]
+    fn server_messages_use_kebab_case_types_and_snake_case_codes() {
+        let text = serde_json::to_string(&ServerMessage::error(ErrorCode::RoomFull, "full")).unwrap();
+        assert_eq!(text, r#"{"type":"error","code":"room_full","message":"full"}"#);
+        let text = serde_json::to_string(&ServerMessage::ParticipantLeft {
+            id: "p1".into(),
+            reason: LeaveReason::Disconnected,
+        })
+        .unwrap();
+        assert_eq!(
+            text,
+            r#"{"type":"participant-left","id":"p1","reason":"disconnected"}"#
+        );
+    }
+
+    #[test]
+    fn error_code_names_match_serde() {
+        for code in ErrorCode::ALL {
+            let json = serde_json::to_string(&code).unwrap();
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Shared support for browser end-to-end tests.
