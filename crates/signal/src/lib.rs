@@ -1,1 +1,22 @@
-//! placeholder
+//! Switchboard's signaling core: rooms, participants, the random-match lobby, message routing
+//! and per-connection limits, as pure logic.
+//!
+//! Nothing here touches a socket, a task or a clock. A driver feeds [`Signaling`] with
+//! connection events and decoded messages, each stamped with the current [`Instant`], and
+//! drains the resulting [`Output`]s with [`Signaling::poll_output`]; timers are reported by
+//! [`Signaling::poll_timeout`] and fired with [`Signaling::handle_timeout`]. That keeps every
+//! routing decision testable without sockets or sleeps (see the tests beside each module).
+//!
+//! [`TutorialRelay`] is the equally small core of the classic tutorial protocol.
+//!
+//! [`Instant`]: std::time::Instant
+
+mod core;
+mod limits;
+mod lobby;
+mod tutorial;
+
+pub use crate::core::{ConnId, CoreStats, Output, ParticipantView, Recipients, RoomView, Signaling};
+pub use crate::limits::{Limits, RateLimiter, validate_name, validate_room};
+pub use crate::lobby::Lobby;
+pub use crate::tutorial::TutorialRelay;

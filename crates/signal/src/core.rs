@@ -1,0 +1,782 @@
+//! [`Signaling`]: every room, participant and lobby entry of one server, and the rules that
+//! route messages between them.
+//!
+//! It owns its state outright (one owner, no locks) and never does I/O: inputs are method
+//! calls stamped with `now`, outputs are queued [`Output`]s. It must never block or wait on
+//! a client: a slow client is the driver's problem, not the router's.
+
+use crate::limits::{Limits, RateLimiter, validate_name, validate_room};
+use crate::lobby::Lobby;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use std::collections::{HashMap, VecDeque};
+use std::time::Instant;
+use switchboard_proto::{
+    ClientMessage, ErrorCode, LeaveReason, MessageKind, Mode, PROTOCOL_VERSION, ParseError,
+    ParticipantId, ParticipantInfo, Role, ServerMessage,
+};
+
+/// A transport connection, numbered by the driver. Never reused within one run.
+pub type ConnId = u64;
+
+/// Who an [`Output`] goes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recipients {
+    One(ConnId),
+    Many(Vec<ConnId>),
+}
+
+/// A message to deliver. The driver serializes it once, whatever the number of recipients.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Output {
+    pub to: Recipients,
+    pub msg: ServerMessage,
+}
+
+/// Counters and gauges for `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CoreStats {
+    pub connections: usize,
+    pub rooms: usize,
+    pub participants: usize,
+    pub lobby_waiting: usize,
+    /// Accepted client messages, indexed by [`MessageKind::index`].
+    pub messages: [u64; MessageKind::ALL.len()],
+    /// Errors sent, indexed by [`ErrorCode::index`].
+    pub errors: [u64; ErrorCode::ALL.len()],
+}
+
+/// A room as the admin API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RoomView {
+    pub name: String,
+    pub mode: Mode,
+    /// `mesh`, `broadcast` or `pair` (a random match).
+    pub topology: &'static str,
+    /// Unix milliseconds when the room was created.
+    pub since: u64,
+    pub participants: Vec<ParticipantView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ParticipantView {
+    pub id: ParticipantId,
+    pub name: String,
+    pub role: Role,
+    pub since: u64,
+    /// `false` while its socket is gone and it may still resume.
+    pub connected: bool,
+}
+
+struct Conn {
+    limiter: RateLimiter,
+    last_rate_error: Option<Instant>,
+    state: ConnState,
+}
+
+enum ConnState {
+    Idle,
+    Joined(ParticipantId),
+    Waiting { name: String },
+}
+
+struct Participant {
+    id: ParticipantId,
+    name: String,
+    role: Role,
+    since: u64,
+    room: String,
+    conn: Option<ConnId>,
+    resume: String,
+    disconnected_at: Option<Instant>,
+}
+
+impl Participant {
+    fn info(&self) -> ParticipantInfo {
+        ParticipantInfo {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            role: self.role,
+            since: self.since,
+        }
+    }
+}
+
+struct Room {
+    mode: Mode,
+    since: u64,
+    /// Participant ids in join order.
+    members: Vec<ParticipantId>,
+    /// A private room made by the random lobby for one pair.
+    random: bool,
+}
+
+/// The signaling state machine. See the crate docs for how a driver uses it.
+pub struct Signaling {
+    limits: Limits,
+    rng: StdRng,
+    epoch: Instant,
+    epoch_unix_ms: u64,
+    /// The latest time passed in; every entry point updates it first.
+    now: Instant,
+    conns: HashMap<ConnId, Conn>,
+    participants: HashMap<ParticipantId, Participant>,
+    rooms: HashMap<String, Room>,
+    lobby: Lobby,
+    /// Participants whose socket closed, in the order their grace periods end.
+    expiries: VecDeque<(Instant, ParticipantId)>,
+    outputs: VecDeque<Output>,
+    messages: [u64; MessageKind::ALL.len()],
+    errors: [u64; ErrorCode::ALL.len()],
+}
+
+const ID_LEN: usize = 10;
+const RESUME_TOKEN_LEN: usize = 32;
+const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+
+impl Signaling {
+    /// `now` and `now_unix_ms` are the same moment on the monotonic and the wall clock; wall
+    /// times shown to clients (`since`) are derived from them.
+    pub fn new(limits: Limits, now: Instant, now_unix_ms: u64) -> Self {
+        Self::with_rng(limits, now, now_unix_ms, StdRng::from_entropy())
+    }
+
+    /// Like [`Signaling::new`] with a fixed seed, for reproducible ids in tests.
+    pub fn with_seed(limits: Limits, now: Instant, now_unix_ms: u64, seed: u64) -> Self {
+        Self::with_rng(limits, now, now_unix_ms, StdRng::seed_from_u64(seed))
+    }
+
+    fn with_rng(limits: Limits, now: Instant, now_unix_ms: u64, rng: StdRng) -> Self {
+        Signaling {
+            limits,
+            rng,
+            epoch: now,
+            epoch_unix_ms: now_unix_ms,
+            now,
+            conns: HashMap::new(),
+            participants: HashMap::new(),
+            rooms: HashMap::new(),
+            lobby: Lobby::new(),
+            expiries: VecDeque::new(),
+            outputs: VecDeque::new(),
+            messages: [0; MessageKind::ALL.len()],
+            errors: [0; ErrorCode::ALL.len()],
+        }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// A new transport connection opened.
+    pub fn connect(&mut self, conn: ConnId, now: Instant) {
+        self.now = now;
+        self.conns.insert(
+            conn,
+            Conn {
+                limiter: RateLimiter::new(self.limits.rate_per_sec, self.limits.rate_burst, now),
+                last_rate_error: None,
+                state: ConnState::Idle,
+            },
+        );
+    }
+
+    /// A transport connection closed, cleanly or not.
+    pub fn disconnect(&mut self, conn: ConnId, now: Instant) {
+        self.now = now;
+        let Some(state) = self.conns.remove(&conn).map(|c| c.state) else {
+            return;
+        };
+        match state {
+            ConnState::Idle | ConnState::Waiting { .. } => {}
+            ConnState::Joined(id) => {
+                if self.is_random(&id) {
+                    self.end_pair(&id, LeaveReason::Disconnected, None);
+                } else if self.limits.resume_grace.is_zero() {
+                    self.remove_participant(&id, LeaveReason::Disconnected);
+                } else if let Some(participant) = self.participants.get_mut(&id) {
+                    // Peers keep their browser-to-browser connections meanwhile, so nobody is
+                    // told yet: a quick reconnect should go unnoticed.
+                    participant.conn = None;
+                    participant.disconnected_at = Some(now);
+                    self.expiries
+                        .push_back((now + self.limits.resume_grace, id.clone()));
+                }
+            }
+        }
+        self.lobby.forget(conn);
+        self.try_match();
+    }
+
+    /// One decoded message from `conn`.
+    pub fn handle(&mut self, conn: ConnId, msg: ClientMessage, now: Instant) {
+        self.now = now;
+        if !self.admit(conn, now) {
+            return;
+        }
+        self.messages[msg.kind().index()] += 1;
+        match msg {
+            ClientMessage::Join {
+                v,
+                room,
+                name,
+                role,
+                mode,
+                resume,
+            } => self.join(conn, v, &room, &name, role, mode, resume.as_deref()),
+            ClientMessage::Leave => self.leave(conn),
+            ClientMessage::Offer { to, sdp } => self.relay(conn, &to, |from| {
+                ServerMessage::Offer { from, sdp }
+            }),
+            ClientMessage::Answer { to, sdp } => self.relay(conn, &to, |from| {
+                ServerMessage::Answer { from, sdp }
+            }),
+            ClientMessage::Candidate { to, candidate } => self.relay(conn, &to, |from| {
+                ServerMessage::Candidate { from, candidate }
+            }),
+            ClientMessage::IceRestart { to } => {
+                self.relay(conn, &to, |from| ServerMessage::IceRestart { from })
+            }
+            ClientMessage::Random { v, name } => self.random(conn, v, &name),
+            ClientMessage::Next => self.next(conn),
+            ClientMessage::Ping { id } => self.send(conn, ServerMessage::Pong { id }),
+        }
+    }
+
+    /// A frame from `conn` that could not be decoded (or was too large): it costs a message
+    /// of the rate budget like any other, and the client is told why.
+    pub fn reject(&mut self, conn: ConnId, error: ParseError, now: Instant) {
+        self.now = now;
+        if self.admit(conn, now) {
+            self.error(conn, error.code, error.message);
+        }
+    }
+
+    /// When [`Signaling::handle_timeout`] should next be called, if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.expiries.front().map(|(at, _)| *at)
+    }
+
+    /// Ends the grace period of participants that did not come back.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = now;
+        while let Some((at, _)) = self.expiries.front() {
+            if *at > now {
+                break;
+            }
+            let Some((_, id)) = self.expiries.pop_front() else {
+                break;
+            };
+            // A participant that resumed (and maybe dropped again later) has a different or no
+            // disconnect time; its newer entry decides.
+            let expired = self.participants.get(&id).is_some_and(|p| {
+                p.disconnected_at
+                    .is_some_and(|since| since + self.limits.resume_grace <= now)
+            });
+            if expired {
+                self.remove_participant(&id, LeaveReason::Disconnected);
+            }
+        }
+    }
+
+    /// The next message to deliver.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    pub fn stats(&self) -> CoreStats {
+        CoreStats {
+            connections: self.conns.len(),
+            rooms: self.rooms.len(),
+            participants: self.participants.len(),
+            lobby_waiting: self.lobby.waiting(),
+            messages: self.messages,
+            errors: self.errors,
+        }
+    }
+
+    /// All rooms, sorted by name.
+    pub fn rooms(&self) -> Vec<RoomView> {
+        let mut rooms: Vec<RoomView> = self
+            .rooms
+            .keys()
+            .filter_map(|name| self.room(name))
+            .collect();
+        rooms.sort_by(|a, b| a.name.cmp(&b.name));
+        rooms
+    }
+
+    pub fn room(&self, name: &str) -> Option<RoomView> {
+        let room = self.rooms.get(name)?;
+        let participants: Vec<ParticipantView> = room
+            .members
+            .iter()
+            .filter_map(|id| self.participants.get(id))
+            .map(|p| ParticipantView {
+                id: p.id.clone(),
+                name: p.name.clone(),
+                role: p.role,
+                since: p.since,
+                connected: p.conn.is_some(),
+            })
+            .collect();
+        let topology = if room.random {
+            "pair"
+        } else if participants.iter().any(|p| p.role != Role::Peer) {
+            "broadcast"
+        } else {
+            "mesh"
+        };
+        Some(RoomView {
+            name: name.to_owned(),
+            mode: room.mode,
+            topology,
+            since: room.since,
+            participants,
+        })
+    }
+
+    /// Applies the rate limit; over it, the message is dropped and the client told (at most
+    /// once a second, so the error replies cannot become a flood of their own).
+    fn admit(&mut self, conn: ConnId, now: Instant) -> bool {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return false;
+        };
+        if c.limiter.allow(now) {
+            return true;
+        }
+        let quiet = c
+            .last_rate_error
+            .is_none_or(|at| now.saturating_duration_since(at).as_secs() >= 1);
+        if quiet {
+            c.last_rate_error = Some(now);
+            self.error(
+                conn,
+                ErrorCode::RateLimited,
+                format!(
+                    "more than {} messages per second; messages are being dropped",
+                    self.limits.rate_per_sec
+                ),
+            );
+        }
+        false
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn join(
+        &mut self,
+        conn: ConnId,
+        v: u32,
+        room_name: &str,
+        name: &str,
+        role: Role,
+        mode: Option<Mode>,
+        resume: Option<&str>,
+    ) {
+        if v != PROTOCOL_VERSION {
+            return self.error(
+                conn,
+                ErrorCode::UnsupportedVersion,
+                format!("protocol version {v} is not supported; this server speaks version {PROTOCOL_VERSION}"),
+            );
+        }
+        if !matches!(self.conn_state(conn), Some(ConnState::Idle)) {
+            return self.error(conn, ErrorCode::AlreadyJoined, "already in a room or the random lobby; send leave first");
+        }
+        if let Err(why) = validate_room(room_name) {
+            return self.error(conn, ErrorCode::InvalidRoom, why);
+        }
+        let name = match validate_name(name) {
+            Ok(name) => name.to_owned(),
+            Err(why) => return self.error(conn, ErrorCode::InvalidName, why),
+        };
+        if let Some(token) = resume {
+            return self.resume(conn, room_name, token);
+        }
+        let mode = match self.rooms.get(room_name) {
+            Some(room) if room.random => {
+                return self.error(conn, ErrorCode::RoomFull, "this room is a private random match");
+            }
+            Some(room) => {
+                let (peers, receivers, has_sender) = self.room_census(room);
+                if role == Role::Receiver && receivers >= self.limits.max_receivers {
+                    return self.error(conn, ErrorCode::RoomFull, format!("room is full ({} receivers)", self.limits.max_receivers));
+                }
+                if role != Role::Receiver && peers >= self.limits.max_participants {
+                    return self.error(conn, ErrorCode::RoomFull, format!("room is full ({} participants)", self.limits.max_participants));
+                }
+                if role == Role::Sender && has_sender {
+                    return self.error(conn, ErrorCode::RoleTaken, "this room already has a sender");
+                }
+                room.mode
+            }
+            None => {
+                if self.rooms.len() >= self.limits.max_rooms {
+                    return self.error(conn, ErrorCode::ServerBusy, "the server has reached its room limit");
+                }
+                let mode = mode.unwrap_or_default();
+                if mode == Mode::Sfu && !self.limits.sfu_available {
+                    return self.error(conn, ErrorCode::UnsupportedMode, "SFU rooms are not available on this server; use mode p2p");
+                }
+                let since = self.unix_ms_now();
+                self.rooms.insert(
+                    room_name.to_owned(),
+                    Room { mode, since, members: Vec::new(), random: false },
+                );
+                mode
+            }
+        };
+        let id = self.add_participant(conn, room_name, name, role);
+        let others = self.other_connections(room_name, &id);
+        let participant = &self.participants[&id];
+        if !others.is_empty() {
+            self.outputs.push_back(Output {
+                to: Recipients::Many(others),
+                msg: ServerMessage::ParticipantJoined { participant: participant.info() },
+            });
+        }
+        let joined = ServerMessage::Joined {
+            v: PROTOCOL_VERSION,
+            room: room_name.to_owned(),
+            id: id.clone(),
+            resume: participant.resume.clone(),
+            mode,
+            role,
+            participants: self.member_infos(room_name, &id),
+            resumed: false,
+        };
+        self.send(conn, joined);
+    }
+
+    fn resume(&mut self, conn: ConnId, room_name: &str, token: &str) {
+        let found = self.rooms.get(room_name).and_then(|room| {
+            room.members
+                .iter()
+                .find(|id| self.participants.get(*id).is_some_and(|p| p.resume == token))
+                .cloned()
+        });
+        let Some(id) = found.filter(|id| !self.is_random(id)) else {
+            return self.error(conn, ErrorCode::ResumeFailed, "unknown or expired resume token; join again without it");
+        };
+        let (old_conn, mode, role) = {
+            let p = self.participants.get_mut(&id).expect("member exists");
+            let old = p.conn.replace(conn);
+            p.disconnected_at = None;
+            (old, self.rooms[room_name].mode, p.role)
+        };
+        // The same participant on a new socket before the old one noticed it was dead: the
+        // newer socket wins.
+        if let Some(old) = old_conn.filter(|&old| old != conn) {
+            if let Some(c) = self.conns.get_mut(&old) {
+                c.state = ConnState::Idle;
+            }
+            self.send(old, ServerMessage::Left);
+        }
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.state = ConnState::Joined(id.clone());
+        }
+        let joined = ServerMessage::Joined {
+            v: PROTOCOL_VERSION,
+            room: room_name.to_owned(),
+            id: id.clone(),
+            resume: token.to_owned(),
+            mode,
+            role,
+            participants: self.member_infos(room_name, &id),
+            resumed: true,
+        };
+        self.send(conn, joined);
+    }
+
+    fn leave(&mut self, conn: ConnId) {
+        match self.conn_state(conn) {
+            None => {}
+            Some(ConnState::Idle) => {
+                self.error(conn, ErrorCode::NotInRoom, "not in a room or the random lobby")
+            }
+            Some(ConnState::Waiting { .. }) => {
+                self.lobby.remove(conn);
+                self.set_state(conn, ConnState::Idle);
+                self.send(conn, ServerMessage::Left);
+            }
+            Some(ConnState::Joined(id)) => {
+                let id = id.clone();
+                if self.is_random(&id) {
+                    self.end_pair(&id, LeaveReason::Left, None);
+                } else {
+                    self.remove_participant(&id, LeaveReason::Left);
+                }
+                self.set_state(conn, ConnState::Idle);
+                self.send(conn, ServerMessage::Left);
+            }
+        }
+    }
+
+    fn relay(&mut self, conn: ConnId, to: &str, build: impl FnOnce(ParticipantId) -> ServerMessage) {
+        let from = match self.conn_state(conn) {
+            Some(ConnState::Joined(id)) => id,
+            Some(_) => {
+                return self.error(conn, ErrorCode::NotInRoom, "join a room before sending to participants");
+            }
+            None => return,
+        };
+        let target = self.participants.get(to).filter(|target| {
+            target.id != *from && self.participants.get(from).is_some_and(|p| p.room == target.room)
+        });
+        match target {
+            Some(target) => {
+                // While the target's socket is down (resume grace) there is nobody to deliver
+                // to; the browsers recover with an ICE restart after it resumes.
+                if let Some(target_conn) = target.conn {
+                    let msg = build(from.clone());
+                    self.send(target_conn, msg);
+                }
+            }
+            None => {
+                let message = format!("no participant {to:?} in this room");
+                self.error(conn, ErrorCode::UnknownParticipant, message)
+            }
+        }
+    }
+
+    fn random(&mut self, conn: ConnId, v: u32, name: &str) {
+        if v != PROTOCOL_VERSION {
+            return self.error(
+                conn,
+                ErrorCode::UnsupportedVersion,
+                format!("protocol version {v} is not supported; this server speaks version {PROTOCOL_VERSION}"),
+            );
+        }
+        if !matches!(self.conn_state(conn), Some(ConnState::Idle)) {
+            return self.error(conn, ErrorCode::AlreadyJoined, "already in a room or the random lobby; send leave first");
+        }
+        let name = match validate_name(name) {
+            Ok(name) => name.to_owned(),
+            Err(why) => return self.error(conn, ErrorCode::InvalidName, why),
+        };
+        self.queue(conn, name);
+        self.try_match();
+    }
+
+    fn next(&mut self, conn: ConnId) {
+        match self.conn_state(conn) {
+            None => {}
+            Some(ConnState::Waiting { .. }) => self.send(conn, ServerMessage::Waiting),
+            Some(ConnState::Joined(id)) if self.is_random(id) => {
+                let id = id.clone();
+                self.end_pair(&id, LeaveReason::Next, Some(conn));
+                self.try_match();
+            }
+            Some(_) => self.error(conn, ErrorCode::NotMatched, "next only works in the random lobby"),
+        }
+    }
+
+    /// Ends the random pair `id` belongs to. The partner is told and queued again; `requeue`
+    /// names the leaving side's connection when it wants a new partner too (Next). The
+    /// partner goes back first: it did not choose to leave.
+    fn end_pair(&mut self, id: &str, reason: LeaveReason, requeue: Option<ConnId>) {
+        let Some(room_name) = self.participants.get(id).map(|p| p.room.clone()) else {
+            return;
+        };
+        let Some(room) = self.rooms.remove(&room_name) else {
+            return;
+        };
+        let mut leaver_name = None;
+        let mut partner = None;
+        for member in room.members {
+            if let Some(p) = self.participants.remove(&member) {
+                if p.id == id {
+                    leaver_name = Some(p.name);
+                } else {
+                    partner = Some(p);
+                }
+            }
+        }
+        if let Some(p) = partner
+            && let Some(c) = p.conn
+        {
+            self.send(c, ServerMessage::Unmatched { reason });
+            self.queue(c, p.name);
+        }
+        if let (Some(c), Some(name)) = (requeue, leaver_name) {
+            self.send(c, ServerMessage::Unmatched { reason });
+            self.queue(c, name);
+        }
+    }
+
+    fn queue(&mut self, conn: ConnId, name: String) {
+        self.set_state(conn, ConnState::Waiting { name });
+        self.lobby.enqueue(conn);
+        self.send(conn, ServerMessage::Waiting);
+    }
+
+    fn try_match(&mut self) {
+        while let Some((first, second)) = self.lobby.next_pair() {
+            let (Some(ConnState::Waiting { name: first_name }), Some(ConnState::Waiting { name: second_name })) =
+                (self.conn_state(first), self.conn_state(second))
+            else {
+                continue;
+            };
+            let (first_name, second_name) = (first_name.clone(), second_name.clone());
+            if self.rooms.len() >= self.limits.max_rooms {
+                for conn in [first, second] {
+                    self.set_state(conn, ConnState::Idle);
+                    self.error(conn, ErrorCode::ServerBusy, "the server has reached its room limit");
+                }
+                continue;
+            }
+            let room_name = loop {
+                let candidate = format!("random-{}", self.random_string(ID_LEN));
+                if !self.rooms.contains_key(&candidate) {
+                    break candidate;
+                }
+            };
+            let since = self.unix_ms_now();
+            self.rooms.insert(
+                room_name.clone(),
+                Room { mode: Mode::P2p, since, members: Vec::new(), random: true },
+            );
+            let first_id = self.add_participant(first, &room_name, first_name, Role::Peer);
+            let second_id = self.add_participant(second, &room_name, second_name, Role::Peer);
+            let first_info = self.participants[&first_id].info();
+            let second_info = self.participants[&second_id].info();
+            // The longer waiter offers first.
+            self.send(first, ServerMessage::Matched {
+                room: room_name.clone(),
+                id: first_id,
+                peer: second_info,
+                polite: false,
+            });
+            self.send(second, ServerMessage::Matched {
+                room: room_name,
+                id: second_id,
+                peer: first_info,
+                polite: true,
+            });
+        }
+    }
+
+    fn add_participant(&mut self, conn: ConnId, room_name: &str, name: String, role: Role) -> ParticipantId {
+        let id = loop {
+            let candidate = self.random_string(ID_LEN);
+            if !self.participants.contains_key(&candidate) {
+                break candidate;
+            }
+        };
+        let resume = self.random_string(RESUME_TOKEN_LEN);
+        let since = self.unix_ms_now();
+        self.participants.insert(
+            id.clone(),
+            Participant {
+                id: id.clone(),
+                name,
+                role,
+                since,
+                room: room_name.to_owned(),
+                conn: Some(conn),
+                resume,
+                disconnected_at: None,
+            },
+        );
+        if let Some(room) = self.rooms.get_mut(room_name) {
+            room.members.push(id.clone());
+        }
+        self.set_state(conn, ConnState::Joined(id.clone()));
+        id
+    }
+
+    fn remove_participant(&mut self, id: &str, reason: LeaveReason) {
+        let Some(participant) = self.participants.remove(id) else {
+            return;
+        };
+        let Some(room) = self.rooms.get_mut(&participant.room) else {
+            return;
+        };
+        room.members.retain(|member| member != id);
+        if room.members.is_empty() {
+            self.rooms.remove(&participant.room);
+            return;
+        }
+        let others = self.other_connections(&participant.room, id);
+        if !others.is_empty() {
+            self.outputs.push_back(Output {
+                to: Recipients::Many(others),
+                msg: ServerMessage::ParticipantLeft { id: participant.id, reason },
+            });
+        }
+    }
+
+    /// (peers and senders, receivers, whether a sender is present)
+    fn room_census(&self, room: &Room) -> (usize, usize, bool) {
+        let mut census = (0, 0, false);
+        for p in room.members.iter().filter_map(|id| self.participants.get(id)) {
+            match p.role {
+                Role::Receiver => census.1 += 1,
+                Role::Sender => {
+                    census.0 += 1;
+                    census.2 = true;
+                }
+                Role::Peer => census.0 += 1,
+            }
+        }
+        census
+    }
+
+    fn member_infos(&self, room_name: &str, except: &str) -> Vec<ParticipantInfo> {
+        self.rooms[room_name]
+            .members
+            .iter()
+            .filter(|id| id.as_str() != except)
+            .filter_map(|id| self.participants.get(id))
+            .map(Participant::info)
+            .collect()
+    }
+
+    fn other_connections(&self, room_name: &str, except: &str) -> Vec<ConnId> {
+        self.rooms[room_name]
+            .members
+            .iter()
+            .filter(|id| id.as_str() != except)
+            .filter_map(|id| self.participants.get(id)?.conn)
+            .collect()
+    }
+
+    fn is_random(&self, id: &str) -> bool {
+        self.participants
+            .get(id)
+            .and_then(|p| self.rooms.get(&p.room))
+            .is_some_and(|room| room.random)
+    }
+
+    fn conn_state(&self, conn: ConnId) -> Option<&ConnState> {
+        self.conns.get(&conn).map(|c| &c.state)
+    }
+
+    fn set_state(&mut self, conn: ConnId, state: ConnState) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.state = state;
+        }
+    }
+
+    fn send(&mut self, conn: ConnId, msg: ServerMessage) {
+        self.outputs.push_back(Output { to: Recipients::One(conn), msg });
+    }
+
+    fn error(&mut self, conn: ConnId, code: ErrorCode, message: impl Into<String>) {
+        self.errors[code.index()] += 1;
+        self.send(conn, ServerMessage::error(code, message));
+    }
+
+    fn random_string(&mut self, len: usize) -> String {
+        (0..len)
+            .map(|_| char::from(ALPHABET[self.rng.gen_range(0..ALPHABET.len())]))
+            .collect()
+    }
+
+    fn unix_ms_now(&self) -> u64 {
+        // Wall time follows the monotonic clock from the epoch, so tests with a fake clock get
+        // consistent `since` values.
+        self.epoch_unix_ms + self.now.saturating_duration_since(self.epoch).as_millis() as u64
+    }
+}
