@@ -50,13 +50,17 @@ pub async fn serve_socket(socket: WebSocket, state: AppState, protocol: Protocol
     let (sink, mut stream) = socket.split();
     let mut shutdown = state.shutdown.clone();
     let (reader_done, reader_done_rx) = oneshot::channel();
-    let writer = tokio::spawn(write_loop(sink, outbox_rx, reader_done_rx, state.shutdown.clone()));
+    let writer = tokio::spawn(write_loop(sink, outbox_rx, reader_done_rx));
     let max_bytes = state.config.max_message_bytes;
 
+    let mut close = None;
     loop {
         let frame = tokio::select! {
             frame = tokio::time::timeout(IDLE_TIMEOUT, stream.next()) => frame,
-            _ = shutdown.changed() => break,
+            _ = shutdown.changed() => {
+                close = Some((CLOSE_GOING_AWAY, "server shutting down"));
+                break;
+            }
         };
         let frame = match frame {
             Err(_) => {
@@ -91,7 +95,7 @@ pub async fn serve_socket(socket: WebSocket, state: AppState, protocol: Protocol
 
     // Tell the writer first, so it does not mistake the hub dropping the outbox for a
     // too-slow cut-off.
-    let _ = reader_done.send(());
+    let _ = reader_done.send(close);
     let disconnect = match protocol {
         Protocol::Switchboard => Command::Disconnect { conn },
         Protocol::Tutorial => Command::TutorialDisconnect { conn },
@@ -134,16 +138,14 @@ fn reject(protocol: Protocol, conn: ConnId, code: ErrorCode, message: String) ->
 async fn write_loop(
     mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
     mut outbox: mpsc::Receiver<Utf8Bytes>,
-    mut reader_done: oneshot::Receiver<()>,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    mut reader_done: oneshot::Receiver<Option<(u16, &'static str)>>,
 ) {
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_INTERVAL, PING_INTERVAL);
     let close = loop {
         tokio::select! {
             // Checked first: once the reader is done, an empty outbox means a normal close.
             biased;
-            _ = &mut reader_done => break None,
-            _ = shutdown.changed() => break Some((CLOSE_GOING_AWAY, "server shutting down")),
+            close = &mut reader_done => break close.ok().flatten(),
             text = outbox.recv() => match text {
                 Some(text) => {
                     // Batch whatever else is queued into one flush (one syscall under load).
