@@ -478,7 +478,10 @@ mod tests {
         assert_eq!(code(r#"{"room":"x"}"#), ErrorCode::UnknownType);
         assert_eq!(code(r#"{"type":"dance"}"#), ErrorCode::UnknownType);
         assert_eq!(code(r#"{"type":7}"#), ErrorCode::UnknownType);
-        assert_eq!(code(r#"{"type":"offer","to":"p1"}"#), ErrorCode::InvalidMessage);
+        assert_eq!(
+            code(r#"{"type":"offer","to":"p1"}"#),
+            ErrorCode::InvalidMessage
+        );
         assert_eq!(
             code(r#"{"type":"join","room":5,"name":"a"}"#),
             ErrorCode::InvalidMessage
@@ -495,8 +498,12 @@ mod tests {
 
     #[test]
     fn server_messages_use_kebab_case_types_and_snake_case_codes() {
-        let text = serde_json::to_string(&ServerMessage::error(ErrorCode::RoomFull, "full")).unwrap();
-        assert_eq!(text, r#"{"type":"error","code":"room_full","message":"full"}"#);
+        let text =
+            serde_json::to_string(&ServerMessage::error(ErrorCode::RoomFull, "full")).unwrap();
+        assert_eq!(
+            text,
+            r#"{"type":"error","code":"room_full","message":"full"}"#
+        );
         let text = serde_json::to_string(&ServerMessage::ParticipantLeft {
             id: "p1".into(),
             reason: LeaveReason::Disconnected,

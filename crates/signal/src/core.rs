@@ -226,12 +226,12 @@ impl Signaling {
                 resume,
             } => self.join(conn, v, &room, &name, role, mode, resume.as_deref()),
             ClientMessage::Leave => self.leave(conn),
-            ClientMessage::Offer { to, sdp } => self.relay(conn, &to, |from| {
-                ServerMessage::Offer { from, sdp }
-            }),
-            ClientMessage::Answer { to, sdp } => self.relay(conn, &to, |from| {
-                ServerMessage::Answer { from, sdp }
-            }),
+            ClientMessage::Offer { to, sdp } => {
+                self.relay(conn, &to, |from| ServerMessage::Offer { from, sdp })
+            }
+            ClientMessage::Answer { to, sdp } => {
+                self.relay(conn, &to, |from| ServerMessage::Answer { from, sdp })
+            }
             ClientMessage::Candidate { to, candidate } => self.relay(conn, &to, |from| {
                 ServerMessage::Candidate { from, candidate }
             }),
@@ -382,7 +382,11 @@ impl Signaling {
             );
         }
         if !matches!(self.conn_state(conn), Some(ConnState::Idle)) {
-            return self.error(conn, ErrorCode::AlreadyJoined, "already in a room or the random lobby; send leave first");
+            return self.error(
+                conn,
+                ErrorCode::AlreadyJoined,
+                "already in a room or the random lobby; send leave first",
+            );
         }
         if let Err(why) = validate_room(room_name) {
             return self.error(conn, ErrorCode::InvalidRoom, why);
@@ -396,33 +400,65 @@ impl Signaling {
         }
         let mode = match self.rooms.get(room_name) {
             Some(room) if room.random => {
-                return self.error(conn, ErrorCode::RoomFull, "this room is a private random match");
+                return self.error(
+                    conn,
+                    ErrorCode::RoomFull,
+                    "this room is a private random match",
+                );
             }
             Some(room) => {
                 let (peers, receivers, has_sender) = self.room_census(room);
                 if role == Role::Receiver && receivers >= self.limits.max_receivers {
-                    return self.error(conn, ErrorCode::RoomFull, format!("room is full ({} receivers)", self.limits.max_receivers));
+                    return self.error(
+                        conn,
+                        ErrorCode::RoomFull,
+                        format!("room is full ({} receivers)", self.limits.max_receivers),
+                    );
                 }
                 if role != Role::Receiver && peers >= self.limits.max_participants {
-                    return self.error(conn, ErrorCode::RoomFull, format!("room is full ({} participants)", self.limits.max_participants));
+                    return self.error(
+                        conn,
+                        ErrorCode::RoomFull,
+                        format!(
+                            "room is full ({} participants)",
+                            self.limits.max_participants
+                        ),
+                    );
                 }
                 if role == Role::Sender && has_sender {
-                    return self.error(conn, ErrorCode::RoleTaken, "this room already has a sender");
+                    return self.error(
+                        conn,
+                        ErrorCode::RoleTaken,
+                        "this room already has a sender",
+                    );
                 }
                 room.mode
             }
             None => {
                 if self.rooms.len() >= self.limits.max_rooms {
-                    return self.error(conn, ErrorCode::ServerBusy, "the server has reached its room limit");
+                    return self.error(
+                        conn,
+                        ErrorCode::ServerBusy,
+                        "the server has reached its room limit",
+                    );
                 }
                 let mode = mode.unwrap_or_default();
                 if mode == Mode::Sfu && !self.limits.sfu_available {
-                    return self.error(conn, ErrorCode::UnsupportedMode, "SFU rooms are not available on this server; use mode p2p");
+                    return self.error(
+                        conn,
+                        ErrorCode::UnsupportedMode,
+                        "SFU rooms are not available on this server; use mode p2p",
+                    );
                 }
                 let since = self.unix_ms_now();
                 self.rooms.insert(
                     room_name.to_owned(),
-                    Room { mode, since, members: Vec::new(), random: false },
+                    Room {
+                        mode,
+                        since,
+                        members: Vec::new(),
+                        random: false,
+                    },
                 );
                 mode
             }
@@ -433,7 +469,9 @@ impl Signaling {
         if !others.is_empty() {
             self.outputs.push_back(Output {
                 to: Recipients::Many(others),
-                msg: ServerMessage::ParticipantJoined { participant: participant.info() },
+                msg: ServerMessage::ParticipantJoined {
+                    participant: participant.info(),
+                },
             });
         }
         let joined = ServerMessage::Joined {
@@ -453,11 +491,19 @@ impl Signaling {
         let found = self.rooms.get(room_name).and_then(|room| {
             room.members
                 .iter()
-                .find(|id| self.participants.get(*id).is_some_and(|p| p.resume == token))
+                .find(|id| {
+                    self.participants
+                        .get(*id)
+                        .is_some_and(|p| p.resume == token)
+                })
                 .cloned()
         });
         let Some(id) = found.filter(|id| !self.is_random(id)) else {
-            return self.error(conn, ErrorCode::ResumeFailed, "unknown or expired resume token; join again without it");
+            return self.error(
+                conn,
+                ErrorCode::ResumeFailed,
+                "unknown or expired resume token; join again without it",
+            );
         };
         let (old_conn, mode, role) = {
             let p = self.participants.get_mut(&id).expect("member exists");
@@ -492,9 +538,11 @@ impl Signaling {
     fn leave(&mut self, conn: ConnId) {
         match self.conn_state(conn) {
             None => {}
-            Some(ConnState::Idle) => {
-                self.error(conn, ErrorCode::NotInRoom, "not in a room or the random lobby")
-            }
+            Some(ConnState::Idle) => self.error(
+                conn,
+                ErrorCode::NotInRoom,
+                "not in a room or the random lobby",
+            ),
             Some(ConnState::Waiting { .. }) => {
                 self.lobby.remove(conn);
                 self.set_state(conn, ConnState::Idle);
@@ -513,16 +561,29 @@ impl Signaling {
         }
     }
 
-    fn relay(&mut self, conn: ConnId, to: &str, build: impl FnOnce(ParticipantId) -> ServerMessage) {
+    fn relay(
+        &mut self,
+        conn: ConnId,
+        to: &str,
+        build: impl FnOnce(ParticipantId) -> ServerMessage,
+    ) {
         let from = match self.conn_state(conn) {
             Some(ConnState::Joined(id)) => id,
             Some(_) => {
-                return self.error(conn, ErrorCode::NotInRoom, "join a room before sending to participants");
+                return self.error(
+                    conn,
+                    ErrorCode::NotInRoom,
+                    "join a room before sending to participants",
+                );
             }
             None => return,
         };
         let target = self.participants.get(to).filter(|target| {
-            target.id != *from && self.participants.get(from).is_some_and(|p| p.room == target.room)
+            target.id != *from
+                && self
+                    .participants
+                    .get(from)
+                    .is_some_and(|p| p.room == target.room)
         });
         match target {
             Some(target) => {
@@ -549,7 +610,11 @@ impl Signaling {
             );
         }
         if !matches!(self.conn_state(conn), Some(ConnState::Idle)) {
-            return self.error(conn, ErrorCode::AlreadyJoined, "already in a room or the random lobby; send leave first");
+            return self.error(
+                conn,
+                ErrorCode::AlreadyJoined,
+                "already in a room or the random lobby; send leave first",
+            );
         }
         let name = match validate_name(name) {
             Ok(name) => name.to_owned(),
@@ -568,7 +633,11 @@ impl Signaling {
                 self.end_pair(&id, LeaveReason::Next, Some(conn));
                 self.try_match();
             }
-            Some(_) => self.error(conn, ErrorCode::NotMatched, "next only works in the random lobby"),
+            Some(_) => self.error(
+                conn,
+                ErrorCode::NotMatched,
+                "next only works in the random lobby",
+            ),
         }
     }
 
@@ -613,8 +682,10 @@ impl Signaling {
 
     fn try_match(&mut self) {
         while let Some((first, second)) = self.lobby.next_pair() {
-            let (Some(ConnState::Waiting { name: first_name }), Some(ConnState::Waiting { name: second_name })) =
-                (self.conn_state(first), self.conn_state(second))
+            let (
+                Some(ConnState::Waiting { name: first_name }),
+                Some(ConnState::Waiting { name: second_name }),
+            ) = (self.conn_state(first), self.conn_state(second))
             else {
                 continue;
             };
@@ -622,7 +693,11 @@ impl Signaling {
             if self.rooms.len() >= self.limits.max_rooms {
                 for conn in [first, second] {
                     self.set_state(conn, ConnState::Idle);
-                    self.error(conn, ErrorCode::ServerBusy, "the server has reached its room limit");
+                    self.error(
+                        conn,
+                        ErrorCode::ServerBusy,
+                        "the server has reached its room limit",
+                    );
                 }
                 continue;
             }
@@ -635,29 +710,46 @@ impl Signaling {
             let since = self.unix_ms_now();
             self.rooms.insert(
                 room_name.clone(),
-                Room { mode: Mode::P2p, since, members: Vec::new(), random: true },
+                Room {
+                    mode: Mode::P2p,
+                    since,
+                    members: Vec::new(),
+                    random: true,
+                },
             );
             let first_id = self.add_participant(first, &room_name, first_name, Role::Peer);
             let second_id = self.add_participant(second, &room_name, second_name, Role::Peer);
             let first_info = self.participants[&first_id].info();
             let second_info = self.participants[&second_id].info();
             // The longer waiter offers first.
-            self.send(first, ServerMessage::Matched {
-                room: room_name.clone(),
-                id: first_id,
-                peer: second_info,
-                polite: false,
-            });
-            self.send(second, ServerMessage::Matched {
-                room: room_name,
-                id: second_id,
-                peer: first_info,
-                polite: true,
-            });
+            self.send(
+                first,
+                ServerMessage::Matched {
+                    room: room_name.clone(),
+                    id: first_id,
+                    peer: second_info,
+                    polite: false,
+                },
+            );
+            self.send(
+                second,
+                ServerMessage::Matched {
+                    room: room_name,
+                    id: second_id,
+                    peer: first_info,
+                    polite: true,
+                },
+            );
         }
     }
 
-    fn add_participant(&mut self, conn: ConnId, room_name: &str, name: String, role: Role) -> ParticipantId {
+    fn add_participant(
+        &mut self,
+        conn: ConnId,
+        room_name: &str,
+        name: String,
+        role: Role,
+    ) -> ParticipantId {
         let id = loop {
             let candidate = self.random_string(ID_LEN);
             if !self.participants.contains_key(&candidate) {
@@ -702,7 +794,10 @@ impl Signaling {
         if !others.is_empty() {
             self.outputs.push_back(Output {
                 to: Recipients::Many(others),
-                msg: ServerMessage::ParticipantLeft { id: participant.id, reason },
+                msg: ServerMessage::ParticipantLeft {
+                    id: participant.id,
+                    reason,
+                },
             });
         }
     }
@@ -710,7 +805,11 @@ impl Signaling {
     /// (peers and senders, receivers, whether a sender is present)
     fn room_census(&self, room: &Room) -> (usize, usize, bool) {
         let mut census = (0, 0, false);
-        for p in room.members.iter().filter_map(|id| self.participants.get(id)) {
+        for p in room
+            .members
+            .iter()
+            .filter_map(|id| self.participants.get(id))
+        {
             match p.role {
                 Role::Receiver => census.1 += 1,
                 Role::Sender => {
@@ -760,7 +859,10 @@ impl Signaling {
     }
 
     fn send(&mut self, conn: ConnId, msg: ServerMessage) {
-        self.outputs.push_back(Output { to: Recipients::One(conn), msg });
+        self.outputs.push_back(Output {
+            to: Recipients::One(conn),
+            msg,
+        });
     }
 
     fn error(&mut self, conn: ConnId, code: ErrorCode, message: impl Into<String>) {

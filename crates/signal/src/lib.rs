@@ -16,7 +16,12 @@ mod limits;
 mod lobby;
 mod tutorial;
 
-pub use crate::core::{ConnId, CoreStats, Output, ParticipantView, Recipients, RoomView, Signaling};
+pub use crate::core::{
+    ConnId, CoreStats, Output, ParticipantView, Recipients, RoomView, Signaling,
+};
 pub use crate::limits::{Limits, RateLimiter, validate_name, validate_room};
 pub use crate::lobby::Lobby;
 pub use crate::tutorial::TutorialRelay;
+
+#[cfg(test)]
+mod tests;

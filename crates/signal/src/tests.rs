@@ -1,0 +1,546 @@
+//! Whole-core tests: sequences of connections and messages with a fake clock, asserting the
+//! exact outputs each client would receive.
+
+use crate::{ConnId, Limits, Output, Recipients, Signaling};
+use std::time::{Duration, Instant};
+use switchboard_proto::{
+    ClientMessage, ErrorCode, LeaveReason, Mode, ParseError, Role, ServerMessage,
+};
+
+struct Harness {
+    core: Signaling,
+    now: Instant,
+}
+
+impl Harness {
+    fn new(limits: Limits) -> Self {
+        let now = Instant::now();
+        Harness {
+            core: Signaling::with_seed(limits, now, 1_700_000_000_000, 7),
+            now,
+        }
+    }
+
+    fn connect(&mut self, conn: ConnId) {
+        self.core.connect(conn, self.now);
+    }
+
+    fn send(&mut self, conn: ConnId, msg: ClientMessage) -> Vec<Output> {
+        self.core.handle(conn, msg, self.now);
+        self.drain()
+    }
+
+    fn drain(&mut self) -> Vec<Output> {
+        std::iter::from_fn(|| self.core.poll_output()).collect()
+    }
+
+    fn advance(&mut self, by: Duration) -> Vec<Output> {
+        self.now += by;
+        self.core.handle_timeout(self.now);
+        self.drain()
+    }
+
+    /// Joins and returns the participant id.
+    fn join(&mut self, conn: ConnId, room: &str, name: &str, role: Role) -> String {
+        let out = self.send(conn, join(room, name, role));
+        let joined = out
+            .iter()
+            .find(|o| o.to == Recipients::One(conn))
+            .expect("a reply to the joiner");
+        match &joined.msg {
+            ServerMessage::Joined { id, .. } => id.clone(),
+            other => panic!("expected joined, got {other:?}"),
+        }
+    }
+}
+
+fn join(room: &str, name: &str, role: Role) -> ClientMessage {
+    ClientMessage::Join {
+        v: 1,
+        room: room.into(),
+        name: name.into(),
+        role,
+        mode: None,
+        resume: None,
+    }
+}
+
+fn error_code(out: &[Output]) -> ErrorCode {
+    match out {
+        [
+            Output {
+                msg: ServerMessage::Error { code, .. },
+                ..
+            },
+        ] => *code,
+        other => panic!("expected one error, got {other:?}"),
+    }
+}
+
+#[test]
+fn join_announces_to_others_once_and_lists_existing_members() {
+    let mut h = Harness::new(Limits::default());
+    for conn in 1..=3 {
+        h.connect(conn);
+    }
+    let a = h.join(1, "room", "Ann", Role::Peer);
+    let b = h.join(2, "room", "Bob", Role::Peer);
+    let out = h.send(3, join("room", "Cy", Role::Peer));
+    assert_eq!(out.len(), 2);
+    // One serialized message fans out to both earlier members.
+    assert_eq!(out[0].to, Recipients::Many(vec![1, 2]));
+    assert!(
+        matches!(&out[0].msg, ServerMessage::ParticipantJoined { participant } if participant.name == "Cy")
+    );
+    match &out[1].msg {
+        ServerMessage::Joined {
+            participants,
+            mode,
+            resumed,
+            ..
+        } => {
+            let ids: Vec<_> = participants.iter().map(|p| p.id.clone()).collect();
+            assert_eq!(ids, [a, b]);
+            assert_eq!(*mode, Mode::P2p);
+            assert!(!resumed);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn relay_goes_only_to_the_addressed_member_of_the_same_room() {
+    let mut h = Harness::new(Limits::default());
+    for conn in 1..=3 {
+        h.connect(conn);
+    }
+    let a = h.join(1, "r1", "Ann", Role::Peer);
+    let b = h.join(2, "r1", "Bob", Role::Peer);
+    let c = h.join(3, "r2", "Cy", Role::Peer);
+    h.drain();
+    let out = h.send(
+        1,
+        ClientMessage::Offer {
+            to: b.clone(),
+            sdp: "v=0".into(),
+        },
+    );
+    assert_eq!(
+        out,
+        [Output {
+            to: Recipients::One(2),
+            msg: ServerMessage::Offer {
+                from: a.clone(),
+                sdp: "v=0".into()
+            }
+        }]
+    );
+    let out = h.send(
+        1,
+        ClientMessage::Offer {
+            to: c,
+            sdp: "v=0".into(),
+        },
+    );
+    assert_eq!(error_code(&out), ErrorCode::UnknownParticipant);
+    let out = h.send(1, ClientMessage::IceRestart { to: a });
+    assert_eq!(
+        error_code(&out),
+        ErrorCode::UnknownParticipant,
+        "not to ourselves"
+    );
+}
+
+#[test]
+fn room_limits_and_roles() {
+    let limits = Limits {
+        max_participants: 2,
+        max_receivers: 1,
+        ..Limits::default()
+    };
+    let mut h = Harness::new(limits);
+    for conn in 1..=6 {
+        h.connect(conn);
+    }
+    h.join(1, "show", "Host", Role::Sender);
+    h.join(2, "show", "Peer", Role::Peer);
+    assert_eq!(
+        error_code(&h.send(3, join("show", "P2", Role::Peer))),
+        ErrorCode::RoomFull
+    );
+    h.join(4, "show", "Viewer", Role::Receiver);
+    assert_eq!(
+        error_code(&h.send(5, join("show", "V2", Role::Receiver))),
+        ErrorCode::RoomFull
+    );
+    let view = h.core.room("show").unwrap();
+    assert_eq!(view.topology, "broadcast");
+    assert_eq!(view.participants.len(), 3);
+
+    h.join(6, "solo", "S", Role::Sender);
+    h.connect(7);
+    assert_eq!(
+        error_code(&h.send(7, join("solo", "S2", Role::Sender))),
+        ErrorCode::RoleTaken
+    );
+}
+
+#[test]
+fn room_count_limit_and_sfu_mode() {
+    let limits = Limits {
+        max_rooms: 1,
+        ..Limits::default()
+    };
+    let mut h = Harness::new(limits);
+    for conn in 1..=3 {
+        h.connect(conn);
+    }
+    h.join(1, "one", "A", Role::Peer);
+    assert_eq!(
+        error_code(&h.send(2, join("two", "B", Role::Peer))),
+        ErrorCode::ServerBusy
+    );
+    let sfu = ClientMessage::Join {
+        v: 1,
+        room: "one".into(),
+        name: "C".into(),
+        role: Role::Peer,
+        mode: Some(Mode::Sfu),
+        resume: None,
+    };
+    // An existing room keeps its mode; the request is not an error.
+    let out = h.send(3, sfu);
+    assert!(matches!(
+        &out.last().unwrap().msg,
+        ServerMessage::Joined {
+            mode: Mode::P2p,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn disconnect_waits_for_the_grace_period_then_announces() {
+    let limits = Limits {
+        resume_grace: Duration::from_secs(10),
+        ..Limits::default()
+    };
+    let mut h = Harness::new(limits);
+    h.connect(1);
+    h.connect(2);
+    h.join(1, "r", "Ann", Role::Peer);
+    let b = h.join(2, "r", "Bob", Role::Peer);
+    h.drain();
+    h.core.disconnect(2, h.now);
+    assert!(h.drain().is_empty());
+    assert_eq!(h.core.poll_timeout(), Some(h.now + Duration::from_secs(10)));
+    assert!(h.advance(Duration::from_secs(9)).is_empty());
+    let out = h.advance(Duration::from_secs(1));
+    assert_eq!(
+        out,
+        [Output {
+            to: Recipients::Many(vec![1]),
+            msg: ServerMessage::ParticipantLeft {
+                id: b,
+                reason: LeaveReason::Disconnected
+            }
+        }]
+    );
+    assert_eq!(h.core.poll_timeout(), None);
+    assert!(
+        !h.core
+            .room("r")
+            .unwrap()
+            .participants
+            .iter()
+            .any(|p| !p.connected)
+    );
+}
+
+#[test]
+fn resume_within_grace_cancels_the_departure() {
+    let limits = Limits {
+        resume_grace: Duration::from_secs(10),
+        ..Limits::default()
+    };
+    let mut h = Harness::new(limits);
+    h.connect(1);
+    h.connect(2);
+    h.join(1, "r", "Ann", Role::Peer);
+    let out = h.send(2, join("r", "Bob", Role::Peer));
+    let (b, token) = match &out.last().unwrap().msg {
+        ServerMessage::Joined { id, resume, .. } => (id.clone(), resume.clone()),
+        other => panic!("{other:?}"),
+    };
+    h.core.disconnect(2, h.now);
+    h.advance(Duration::from_secs(5));
+    h.connect(3);
+    let out = h.send(
+        3,
+        ClientMessage::Join {
+            v: 1,
+            room: "r".into(),
+            name: "Bob".into(),
+            role: Role::Peer,
+            mode: None,
+            resume: Some(token),
+        },
+    );
+    assert!(
+        matches!(&out[..], [Output { msg: ServerMessage::Joined { id, resumed: true, .. }, .. }] if *id == b)
+    );
+    // The old deadline passes without anyone being told anything.
+    assert!(h.advance(Duration::from_secs(20)).is_empty());
+    // Messages to Bob now reach the new connection.
+    let out = h.send(
+        1,
+        ClientMessage::Offer {
+            to: b,
+            sdp: "v=0".into(),
+        },
+    );
+    assert_eq!(out[0].to, Recipients::One(3));
+}
+
+#[test]
+fn a_second_socket_resuming_takes_over_from_the_first() {
+    let mut h = Harness::new(Limits::default());
+    h.connect(1);
+    let out = h.send(1, join("r", "Ann", Role::Peer));
+    let token = match &out[0].msg {
+        ServerMessage::Joined { resume, .. } => resume.clone(),
+        other => panic!("{other:?}"),
+    };
+    h.connect(2);
+    let out = h.send(
+        2,
+        ClientMessage::Join {
+            v: 1,
+            room: "r".into(),
+            name: "Ann".into(),
+            role: Role::Peer,
+            mode: None,
+            resume: Some(token),
+        },
+    );
+    assert_eq!(
+        out[0],
+        Output {
+            to: Recipients::One(1),
+            msg: ServerMessage::Left
+        }
+    );
+    assert!(matches!(
+        out[1].msg,
+        ServerMessage::Joined { resumed: true, .. }
+    ));
+    // The old socket is out of the room now.
+    let out = h.send(1, ClientMessage::Leave);
+    assert_eq!(error_code(&out), ErrorCode::NotInRoom);
+}
+
+#[test]
+fn empty_rooms_disappear() {
+    let limits = Limits {
+        resume_grace: Duration::ZERO,
+        ..Limits::default()
+    };
+    let mut h = Harness::new(limits);
+    h.connect(1);
+    h.connect(2);
+    h.join(1, "r", "Ann", Role::Peer);
+    h.join(2, "r", "Bob", Role::Peer);
+    h.send(1, ClientMessage::Leave);
+    h.core.disconnect(2, h.now);
+    assert!(h.core.room("r").is_none());
+    assert_eq!(h.core.stats().rooms, 0);
+    assert_eq!(h.core.stats().participants, 0);
+}
+
+#[test]
+fn random_pairs_are_polite_on_one_side_only_and_next_requeues_both() {
+    let mut h = Harness::new(Limits::default());
+    for conn in 1..=3 {
+        h.connect(conn);
+    }
+    let out = h.send(
+        1,
+        ClientMessage::Random {
+            v: 1,
+            name: "A".into(),
+        },
+    );
+    assert_eq!(
+        out,
+        [Output {
+            to: Recipients::One(1),
+            msg: ServerMessage::Waiting
+        }]
+    );
+    let out = h.send(
+        2,
+        ClientMessage::Random {
+            v: 1,
+            name: "B".into(),
+        },
+    );
+    let matched: Vec<_> = out
+        .iter()
+        .filter_map(|o| match &o.msg {
+            ServerMessage::Matched { polite, peer, .. } => {
+                Some((o.to.clone(), *polite, peer.name.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        matched,
+        [
+            (Recipients::One(1), false, "B".to_owned()),
+            (Recipients::One(2), true, "A".to_owned())
+        ]
+    );
+    assert_eq!(h.core.rooms()[0].topology, "pair");
+
+    h.send(
+        3,
+        ClientMessage::Random {
+            v: 1,
+            name: "C".into(),
+        },
+    );
+    let out = h.send(1, ClientMessage::Next);
+    // B (the partner) is requeued first and so matched with C, who was waiting.
+    let matched_to: Vec<_> = out
+        .iter()
+        .filter(|o| matches!(o.msg, ServerMessage::Matched { .. }))
+        .map(|o| o.to.clone())
+        .collect();
+    assert_eq!(matched_to, [Recipients::One(3), Recipients::One(2)]);
+    assert_eq!(h.core.stats().lobby_waiting, 1, "A waits for someone new");
+}
+
+#[test]
+fn random_partner_disconnect_requeues_without_stale_match() {
+    let mut h = Harness::new(Limits::default());
+    for conn in 1..=3 {
+        h.connect(conn);
+    }
+    h.send(
+        1,
+        ClientMessage::Random {
+            v: 1,
+            name: "A".into(),
+        },
+    );
+    h.send(
+        2,
+        ClientMessage::Random {
+            v: 1,
+            name: "B".into(),
+        },
+    );
+    h.core.disconnect(2, h.now);
+    let out = h.drain();
+    assert_eq!(
+        out,
+        [
+            Output {
+                to: Recipients::One(1),
+                msg: ServerMessage::Unmatched {
+                    reason: LeaveReason::Disconnected
+                }
+            },
+            Output {
+                to: Recipients::One(1),
+                msg: ServerMessage::Waiting
+            },
+        ]
+    );
+    // Random rooms have no grace period: the pair is gone at once.
+    assert_eq!(h.core.stats().rooms, 0);
+    let out = h.send(
+        3,
+        ClientMessage::Random {
+            v: 1,
+            name: "C".into(),
+        },
+    );
+    assert!(
+        out.iter()
+            .any(|o| o.to == Recipients::One(1) && matches!(o.msg, ServerMessage::Matched { .. }))
+    );
+}
+
+#[test]
+fn random_rooms_cannot_be_joined_by_name() {
+    let mut h = Harness::new(Limits::default());
+    for conn in 1..=3 {
+        h.connect(conn);
+    }
+    h.send(
+        1,
+        ClientMessage::Random {
+            v: 1,
+            name: "A".into(),
+        },
+    );
+    h.send(
+        2,
+        ClientMessage::Random {
+            v: 1,
+            name: "B".into(),
+        },
+    );
+    let room = h.core.rooms()[0].name.clone();
+    assert_eq!(
+        error_code(&h.send(3, join(&room, "Intruder", Role::Peer))),
+        ErrorCode::RoomFull
+    );
+}
+
+#[test]
+fn rejected_frames_count_against_the_rate_and_are_reported() {
+    let limits = Limits {
+        rate_per_sec: 1,
+        rate_burst: 2,
+        ..Limits::default()
+    };
+    let mut h = Harness::new(limits);
+    h.connect(1);
+    let bad = || ParseError {
+        code: ErrorCode::BadJson,
+        message: "nope".into(),
+    };
+    h.core.reject(1, bad(), h.now);
+    h.core.reject(1, bad(), h.now);
+    h.core.reject(1, bad(), h.now);
+    h.core.reject(1, bad(), h.now);
+    let codes: Vec<_> = h
+        .drain()
+        .into_iter()
+        .map(|o| match o.msg {
+            ServerMessage::Error { code, .. } => code,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            ErrorCode::BadJson,
+            ErrorCode::BadJson,
+            ErrorCode::RateLimited
+        ]
+    );
+    let stats = h.core.stats();
+    assert_eq!(stats.errors[ErrorCode::BadJson.index()], 2);
+    assert_eq!(stats.errors[ErrorCode::RateLimited.index()], 1);
+}
+
+#[test]
+fn messages_from_unknown_connections_are_ignored() {
+    let mut h = Harness::new(Limits::default());
+    assert!(h.send(99, ClientMessage::Ping { id: None }).is_empty());
+    h.core.disconnect(99, h.now);
+    assert!(h.drain().is_empty());
+}
