@@ -23,6 +23,11 @@ fi
 if command -v systemctl >/dev/null 2>&1; then systemctl disable --now coturn >/dev/null 2>&1 || true; fi
 pkill -x turnserver >/dev/null 2>&1 || true
 
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "install-deps: cargo install cargo-nextest"
+  cargo install cargo-nextest --locked --quiet
+fi
+
 if ! command -v geckodriver >/dev/null 2>&1; then
   echo "install-deps: cargo install geckodriver"
   cargo install geckodriver --locked --quiet
