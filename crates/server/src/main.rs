@@ -23,7 +23,10 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    println!("Switchboard is running: open http://{}/", server.http_addr());
+    println!(
+        "Switchboard is running: open http://{}/",
+        server.http_addr()
+    );
     wait_for_signal().await;
     tracing::info!("shutting down");
     server.shutdown().await;

@@ -27,7 +27,9 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(addr: SocketAddr, path: &str) -> Client {
-        let (ws, _) = connect_async(format!("ws://{addr}{path}")).await.expect("websocket connects");
+        let (ws, _) = connect_async(format!("ws://{addr}{path}"))
+            .await
+            .expect("websocket connects");
         Client { ws }
     }
 
@@ -36,25 +38,37 @@ impl Client {
     }
 
     pub async fn send_text(&mut self, text: impl Into<String>) {
-        self.ws.send(Message::text(text.into())).await.expect("send");
+        self.ws
+            .send(Message::text(text.into()))
+            .await
+            .expect("send");
     }
 
-    pub async fn send_raw(&mut self, message: Message) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+    pub async fn send_raw(
+        &mut self,
+        message: Message,
+    ) -> Result<(), tokio_tungstenite::tungstenite::Error> {
         self.ws.send(message).await
     }
 
     /// The next JSON message, failing the test after [`WAIT`].
     pub async fn recv(&mut self) -> Value {
-        self.try_recv(WAIT).await.expect("a message within the wait")
+        self.try_recv(WAIT)
+            .await
+            .expect("a message within the wait")
     }
 
     /// The next JSON message within `wait`, or `None` (closed or timed out).
     pub async fn try_recv(&mut self, wait: Duration) -> Option<Value> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let next = tokio::time::timeout_at(deadline, self.ws.next()).await.ok()??;
+            let next = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .ok()??;
             match next.ok()? {
-                Message::Text(text) => return Some(serde_json::from_str(&text).expect("server sends JSON")),
+                Message::Text(text) => {
+                    return Some(serde_json::from_str(&text).expect("server sends JSON"));
+                }
                 Message::Close(_) => return None,
                 _ => continue,
             }
@@ -93,7 +107,8 @@ impl Client {
 
     /// Joins `room` as `name` and returns the `joined` message.
     pub async fn join(&mut self, room: &str, name: &str) -> Value {
-        self.send(json!({"type": "join", "v": 1, "room": room, "name": name})).await;
+        self.send(json!({"type": "join", "v": 1, "room": room, "name": name}))
+            .await;
         let joined = self.recv().await;
         assert_eq!(joined["type"], "joined", "join answered with {joined}");
         joined
@@ -109,7 +124,10 @@ pub async fn expect_error(client: &mut Client, code: &str) -> Value {
     let msg = client.recv().await;
     assert_eq!(msg["type"], "error", "expected error {code}, got {msg}");
     assert_eq!(msg["code"], code, "got {msg}");
-    assert!(msg["message"].as_str().is_some_and(|m| !m.is_empty()), "error has a message: {msg}");
+    assert!(
+        msg["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "error has a message: {msg}"
+    );
     msg
 }
 
@@ -119,11 +137,25 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.expect("write");
     let mut response = Vec::new();
-    tokio::time::timeout(WAIT, stream.read_to_end(&mut response)).await.expect("response in time").expect("read");
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
+        .await
+        .expect("response in time")
+        .expect("read");
     let text = String::from_utf8_lossy(&response).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").expect("http response");
-    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("status");
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_owned() };
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
     (status, body)
 }
 
