@@ -168,8 +168,8 @@ struct Cli {
     #[arg(long, env = "SWITCHBOARD_HTTP_ADDR")]
     http_addr: Option<SocketAddr>,
     /// STUN listen address, UDP and TCP; empty turns STUN off [default: 127.0.0.1:3478].
-    #[arg(long, env = "SWITCHBOARD_STUN_ADDR", value_parser = parse_optional_addr)]
-    stun_addr: Option<Option<SocketAddr>>,
+    #[arg(long, env = "SWITCHBOARD_STUN_ADDR")]
+    stun_addr: Option<String>,
     /// Host browsers use to reach STUN in /api/ice-servers [default: the page's host].
     #[arg(long, env = "SWITCHBOARD_ANNOUNCE_HOST")]
     announce_host: Option<String>,
@@ -224,9 +224,11 @@ impl Cli {
                 $(if let Some(value) = self.$field { config.$field = value; })*
             };
         }
+        if let Some(text) = &self.stun_addr {
+            config.stun_addr = parse_optional_addr(text).map_err(|e| format!("--stun-addr: {e}"))?;
+        }
         apply!(
             http_addr,
-            stun_addr,
             announce_host,
             max_connections,
             max_message_bytes,
@@ -294,6 +296,19 @@ mod tests {
         assert!(err.contains("max_participants"), "{err}");
         let err = cli(&["--stun-addr", "nowhere"]).unwrap_err();
         assert!(err.contains("nowhere"), "{err}");
+    }
+
+    #[test]
+    fn stun_can_be_moved_or_turned_off_from_the_command_line() {
+        assert_eq!(cli(&["--stun-addr", ""]).unwrap().stun_addr, None);
+        let config = cli(&["--stun-addr", "127.0.0.1:9999"]).unwrap();
+        assert_eq!(config.stun_addr.unwrap().port(), 9999);
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
     }
 
     #[test]
