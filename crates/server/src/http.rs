@@ -54,7 +54,11 @@ fn accept(state: AppState, upgrade: WebSocketUpgrade, protocol: Protocol) -> Res
         return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "server_busy", "the server is at its connection limit").into_response();
     };
     let limit = ws::hard_frame_limit(state.config.max_message_bytes);
+    // Small initial buffers: most sockets are idle most of the time, and buffers grow on
+    // demand for the odd large SDP.
     upgrade
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(16 * 1024)
         .max_message_size(limit)
         .max_frame_size(limit)
         .on_upgrade(move |socket| ws::serve_socket(socket, state, protocol, permit))
