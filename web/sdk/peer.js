@@ -1,0 +1,862 @@
+// @ts-check
+/**
+ * One `RTCPeerConnection` to one remote participant, and everything that rides on it:
+ *
+ * - **Perfect negotiation** (the pattern from the WebRTC spec and MDN): either side may
+ *   renegotiate at any time; on offer glare the *polite* side rolls back and the impolite
+ *   side's offer wins, so collisions never break a call.
+ * - **Passive start**: a link created in reaction to someone else (they joined after us, or
+ *   we are the polite side of a random pair) waits for their first offer before adding its
+ *   own tracks, so the call starts with one offer/answer round trip instead of glare. If no
+ *   offer comes within a few seconds it starts negotiating itself.
+ * - Trickle ICE (`candidate` messages, `null` = end of candidates) and **ICE restart** when
+ *   the connection fails or stays disconnected: the impolite side restarts, the polite side
+ *   asks it to with `ice-restart`.
+ * - One data channel (`negotiated: true, id: 0`, so no glare) carrying JSON control messages
+ *   — chat, media state (which stream is camera or screen, mic/camera on or off) — and file
+ *   transfers (a `file` header, then 16 KiB binary chunks with backpressure).
+ * - Stats, summarized by `stats.js`.
+ *
+ * A link never talks to the WebSocket itself: it hands signaling messages to a callback.
+ * @module
+ */
+
+import { Emitter } from './emitter.js';
+import { summarizeStats } from './stats.js';
+
+/** @typedef {import('./types.js').ClientMessage} ClientMessage */
+/** @typedef {import('./types.js').PeerSignal} PeerSignal */
+/** @typedef {import('./types.js').StreamKind} StreamKind */
+/** @typedef {import('./stats.js').PeerStats} PeerStats */
+/** @typedef {import('./stats.js').StatsSample} StatsSample */
+
+/** Largest file a link sends or accepts. */
+export const MAX_FILE_SIZE = 100 * 1024 * 1024;
+/** Binary chunk size on the data channel. */
+export const FILE_CHUNK_SIZE = 16 * 1024;
+const FILE_READ_SIZE = 1024 * 1024;
+const BUFFER_HIGH = 1024 * 1024;
+const BUFFER_LOW = 256 * 1024;
+const PASSIVE_WAIT_MS = 4000;
+const KIND_FALLBACK_MS = 3000;
+const DISCONNECTED_GRACE_MS = 4000;
+const MAX_PENDING_MESSAGES = 200;
+const ANSWER_TIMEOUT_MS = 15000;
+
+/**
+ * What this side currently sends, as the owner sees it.
+ * @typedef {object} LocalState
+ * @property {MediaStream | null} camera camera and microphone stream, if any
+ * @property {MediaStream | null} screen screen-share stream, if sharing
+ * @property {boolean} mic microphone enabled
+ * @property {boolean} cam camera enabled
+ */
+
+/**
+ * @typedef {object} PeerLinkOptions
+ * @property {string} peerId the remote participant
+ * @property {string} name the remote participant's display name
+ * @property {boolean} polite whether this side yields on offer glare
+ * @property {boolean} passive wait for the remote offer before adding local media
+ * @property {RTCIceServer[]} iceServers
+ * @property {boolean} sendMedia whether local streams are sent on this link
+ * @property {boolean} sendOnly send with `sendonly` transceivers (one-way broadcast)
+ * @property {(msg: ClientMessage) => void} signal sends a signaling message
+ * @property {() => LocalState} local the current local streams and switches
+ */
+
+/**
+ * Data-channel control messages.
+ * @typedef {{ t: 'chat', text: string, ts: number }
+ *   | { t: 'state', streams: Record<string, StreamKind>, mic: boolean, camera: boolean }
+ *   | { t: 'file', id: string, name: string, size: number, mime: string }
+ *   | { t: 'file-abort', id: string }} ChannelMessage
+ */
+
+/**
+ * @typedef {object} FileProgress
+ * @property {string} transferId
+ * @property {'send' | 'receive'} direction
+ * @property {string} fileName
+ * @property {number} size total bytes
+ * @property {number} bytes bytes done so far
+ */
+
+/**
+ * @typedef {object} ReceivedFile
+ * @property {string} transferId
+ * @property {string} fileName
+ * @property {number} size
+ * @property {string} mimeType
+ * @property {Blob} blob
+ */
+
+/**
+ * Events of {@link PeerLink}:
+ * - `state` — `connectionState` changed (`new`, `connecting`, `connected`, `disconnected`,
+ *   `failed`, `closed`).
+ * - `stream` — a remote stream became available, with its kind.
+ * - `stream-removed` — a remote stream ended (e.g. the peer stopped sharing its screen).
+ * - `media` — the peer switched its microphone or camera on or off.
+ * - `channel-open` — the data channel opened.
+ * - `chat` — a chat message arrived.
+ * - `file-progress`, `file`, `file-sent`, `file-error` — file transfers.
+ * @typedef {object} PeerLinkEvents
+ * @property {{ state: string }} state
+ * @property {{ stream: MediaStream, kind: StreamKind }} stream
+ * @property {{ stream: MediaStream, kind: StreamKind }} stream-removed
+ * @property {{ mic: boolean, camera: boolean }} media
+ * @property {{}} channel-open
+ * @property {{ text: string, ts: number }} chat
+ * @property {FileProgress} file-progress
+ * @property {ReceivedFile} file
+ * @property {{ transferId: string, fileName: string, size: number }} file-sent
+ * @property {{ transferId: string, fileName: string, direction: 'send' | 'receive', message: string }} file-error
+ */
+
+/**
+ * @typedef {object} IncomingFile
+ * @property {string} id
+ * @property {string} name
+ * @property {number} size
+ * @property {string} mime
+ * @property {number} received
+ * @property {ArrayBuffer[]} chunks
+ * @property {boolean} refused
+ * @property {number} lastProgress
+ */
+
+/** @extends {Emitter<PeerLinkEvents>} */
+export class PeerLink extends Emitter {
+  /** @param {PeerLinkOptions} options */
+  constructor(options) {
+    super();
+    this.peerId = options.peerId;
+    this.name = options.name;
+    this.polite = options.polite;
+    this.passive = options.passive;
+    this._opts = options;
+    this.closed = false;
+
+    this.pc = createPeerConnection(options.iceServers);
+    /** @type {RTCDataChannel | null} */
+    this.dc = null;
+
+    // Perfect negotiation state.
+    this._makingOffer = false;
+    this._ignoreOffer = false;
+    this._settingRemoteAnswerPending = false;
+    /** Serializes handling of incoming signaling messages. */
+    this._chain = Promise.resolve();
+
+    this._attached = false;
+    /** @type {Map<StreamKind, { stream: MediaStream, senders: RTCRtpSender[] }>} */
+    this._sending = new Map();
+
+    /** @type {Map<string, MediaStream>} remote streams by id */
+    this._remoteStreams = new Map();
+    /** @type {Map<string, StreamKind>} remote stream kinds as the peer declared them */
+    this._remoteKinds = new Map();
+    /** @type {Map<string, StreamKind>} remote streams already reported with `stream` */
+    this._announced = new Map();
+    /** The peer's microphone/camera switches as last reported. */
+    this.remoteMedia = { mic: true, camera: true };
+
+    /** @type {string[]} */
+    this._pending = [];
+    /** @type {IncomingFile | null} */
+    this._incoming = null;
+    /** @type {Promise<void>} */
+    this._fileChain = Promise.resolve();
+
+    /** @type {StatsSample | null} */
+    this._lastSample = null;
+
+    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    this._passiveTimer = undefined;
+    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    this._kindTimer = undefined;
+    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    this._recoverTimer = undefined;
+    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    this._answerTimer = undefined;
+    this._recoverAttempts = 0;
+    this._lastState = '';
+
+    this._wirePeerConnection();
+    if (this.passive) {
+      this._passiveTimer = setTimeout(() => this._attachLocal(), PASSIVE_WAIT_MS);
+    } else {
+      this._attachLocal();
+    }
+  }
+
+  /** The connection state (falls back to the ICE state on browsers without it). */
+  get connectionState() {
+    return this.pc.connectionState ?? this.pc.iceConnectionState;
+  }
+
+  /** @private */
+  _wirePeerConnection() {
+    const pc = this.pc;
+    pc.onnegotiationneeded = async () => {
+      if (this.closed) return;
+      try {
+        this._makingOffer = true;
+        await pc.setLocalDescription();
+        this._sendLocalDescription();
+      } catch (err) {
+        console.warn(`switchboard: offer to ${this.peerId} failed`, err);
+      } finally {
+        this._makingOffer = false;
+      }
+    };
+    pc.onicecandidate = ({ candidate }) => {
+      if (this.closed) return;
+      this._opts.signal({
+        type: 'candidate',
+        to: this.peerId,
+        candidate: candidate && candidate.candidate ? candidate.toJSON() : null,
+      });
+    };
+    pc.ontrack = (ev) => this._onTrack(ev);
+    pc.onconnectionstatechange = () => this._onStateChange();
+    pc.oniceconnectionstatechange = () => this._onStateChange();
+  }
+
+  /**
+   * Add local media and the data channel. Done at once by an active link, and by a passive
+   * one when the first remote offer arrives (so its tracks reuse the offered transceivers).
+   * @private
+   */
+  _attachLocal() {
+    if (this._attached || this.closed) return;
+    this._attached = true;
+    clearTimeout(this._passiveTimer);
+    this._openChannel();
+    if (this._opts.sendMedia) {
+      const local = this._opts.local();
+      if (local.camera) this._addStream(local.camera, 'camera');
+      if (local.screen) this._addStream(local.screen, 'screen');
+    }
+  }
+
+  /** @private */
+  _openChannel() {
+    const dc = this.pc.createDataChannel('switchboard', { negotiated: true, id: 0, ordered: true });
+    dc.binaryType = 'arraybuffer';
+    dc.bufferedAmountLowThreshold = BUFFER_LOW;
+    dc.onopen = () => {
+      if (this.closed) return;
+      this._sendState();
+      const pending = this._pending;
+      this._pending = [];
+      for (const text of pending) dc.send(text);
+      this.emit('channel-open', {});
+    };
+    dc.onmessage = (ev) => this._onChannelMessage(ev.data);
+    dc.onclose = () => {
+      if (this._incoming && !this._incoming.refused) {
+        const f = this._incoming;
+        this._incoming = null;
+        this.emit('file-error', {
+          transferId: f.id,
+          fileName: f.name,
+          direction: 'receive',
+          message: `Receiving "${f.name}" stopped: the connection closed.`,
+        });
+      }
+    };
+    this.dc = dc;
+  }
+
+  /**
+   * @private
+   * @param {MediaStream} stream
+   * @param {StreamKind} kind
+   */
+  _addStream(stream, kind) {
+    /** @type {RTCRtpSender[]} */
+    const senders = [];
+    for (const track of stream.getTracks()) {
+      if (this._opts.sendOnly) {
+        senders.push(this.pc.addTransceiver(track, { direction: 'sendonly', streams: [stream] }).sender);
+      } else {
+        senders.push(this.pc.addTrack(track, stream));
+      }
+    }
+    this._sending.set(kind, { stream, senders });
+  }
+
+  /**
+   * Start sending a local stream (e.g. a screen share) on this link; renegotiates.
+   * @param {MediaStream} stream
+   * @param {StreamKind} kind
+   */
+  addStream(stream, kind) {
+    if (this.closed || !this._opts.sendMedia) return;
+    if (this._attached) {
+      this.removeStream(kind);
+      this._addStream(stream, kind);
+    }
+    this._sendState();
+  }
+
+  /**
+   * Stop sending the local stream of that kind on this link; renegotiates.
+   * @param {StreamKind} kind
+   */
+  removeStream(kind) {
+    const entry = this._sending.get(kind);
+    this._sending.delete(kind);
+    if (entry && !this.closed) {
+      for (const sender of entry.senders) {
+        try {
+          this.pc.removeTrack(sender);
+        } catch (err) {
+          console.warn('switchboard: removeTrack failed', err);
+        }
+      }
+    }
+    this._sendState();
+  }
+
+  /** Tell the peer which streams are what and whether mic/camera are on. */
+  localStateChanged() {
+    this._sendState();
+  }
+
+  /** @private */
+  _sendState() {
+    if (!this.dc || this.dc.readyState !== 'open') return;
+    const local = this._opts.local();
+    /** @type {Record<string, StreamKind>} */
+    const streams = {};
+    for (const [kind, entry] of this._sending) streams[entry.stream.id] = kind;
+    this._sendRaw(JSON.stringify({ t: 'state', streams, mic: local.mic, camera: local.cam }));
+  }
+
+  /** @private */
+  _sendLocalDescription() {
+    const desc = this.pc.localDescription;
+    if (!desc || (desc.type !== 'offer' && desc.type !== 'answer')) return;
+    this._opts.signal({ type: desc.type, to: this.peerId, sdp: desc.sdp });
+    clearTimeout(this._answerTimer);
+    if (desc.type === 'offer') {
+      this._answerTimer = setTimeout(() => {
+        this._chain = this._chain.then(() => this._offerUnanswered()).catch(() => {});
+      }, ANSWER_TIMEOUT_MS);
+    }
+  }
+
+  /**
+   * Our offer got no answer (lost while the peer's signaling was down, or ignored in glare
+   * by a peer that lost its own offer): roll back and offer again.
+   * @private
+   */
+  async _offerUnanswered() {
+    if (this.closed || this.pc.signalingState !== 'have-local-offer') return;
+    await this.pc.setLocalDescription({ type: 'rollback' });
+    this.pc.restartIce();
+  }
+
+  /**
+   * Feed a signaling message from this peer. Messages are handled one at a time, in order.
+   * @param {PeerSignal} msg
+   */
+  handleSignal(msg) {
+    this._chain = this._chain
+      .then(() => this._handleSignal(msg))
+      .catch((err) => console.warn(`switchboard: signaling from ${this.peerId} failed`, err));
+  }
+
+  /**
+   * @private
+   * @param {PeerSignal} msg
+   */
+  async _handleSignal(msg) {
+    if (this.closed) return;
+    const pc = this.pc;
+    switch (msg.type) {
+      case 'offer':
+      case 'answer': {
+        const description = { type: msg.type, sdp: msg.sdp };
+        const readyForOffer =
+          !this._makingOffer && (pc.signalingState === 'stable' || this._settingRemoteAnswerPending);
+        const offerCollision = description.type === 'offer' && !readyForOffer;
+        this._ignoreOffer = !this.polite && offerCollision;
+        if (this._ignoreOffer) return;
+        if (description.type === 'answer' && pc.signalingState !== 'have-local-offer') return;
+        this._settingRemoteAnswerPending = description.type === 'answer';
+        try {
+          await pc.setRemoteDescription(description);
+        } finally {
+          this._settingRemoteAnswerPending = false;
+        }
+        if (description.type === 'offer') {
+          this._attachLocal();
+          await pc.setLocalDescription();
+          this._sendLocalDescription();
+        }
+        break;
+      }
+      case 'candidate':
+        try {
+          if (msg.candidate) await pc.addIceCandidate(msg.candidate);
+          else if (pc.remoteDescription) await pc.addIceCandidate();
+        } catch (err) {
+          if (!this._ignoreOffer) console.debug(`switchboard: candidate from ${this.peerId} refused`, err);
+        }
+        break;
+      case 'ice-restart':
+        this.restartIce();
+        break;
+      default:
+        break;
+    }
+  }
+
+  /** Restart ICE from this side (sends a new offer). */
+  restartIce() {
+    if (this.closed) return;
+    this._attachLocal();
+    this.pc.restartIce();
+  }
+
+  /**
+   * Restart ICE now unless the connection is up; used after signaling came back, since
+   * candidates sent meanwhile were lost.
+   */
+  recoverIfDown() {
+    if (this.closed || this.connectionState === 'connected') return;
+    if (this.polite) this._opts.signal({ type: 'ice-restart', to: this.peerId });
+    else this.restartIce();
+  }
+
+  /** @private */
+  _onStateChange() {
+    if (this.closed) return;
+    const state = this.connectionState;
+    const ice = this.pc.iceConnectionState;
+    if (state === 'connected' || ice === 'connected' || ice === 'completed') {
+      this._recoverAttempts = 0;
+      clearTimeout(this._recoverTimer);
+      this._recoverTimer = undefined;
+    } else if (state === 'failed' || ice === 'failed') {
+      clearTimeout(this._recoverTimer);
+      this._recoverTimer = undefined;
+      this._recover();
+    } else if ((state === 'disconnected' || ice === 'disconnected') && !this._recoverTimer) {
+      this._recoverTimer = setTimeout(() => {
+        this._recoverTimer = undefined;
+        this._recover();
+      }, DISCONNECTED_GRACE_MS);
+    }
+    if (state !== this._lastState) {
+      this._lastState = state;
+      this.emit('state', { state });
+    }
+  }
+
+  /**
+   * Restart ICE (impolite side) or ask the peer to (polite side); retries with backoff for
+   * as long as the connection stays down.
+   * @private
+   */
+  _recover() {
+    if (this.closed) return;
+    const state = this.connectionState;
+    const ice = this.pc.iceConnectionState;
+    const down = ['failed', 'disconnected'];
+    if (!down.includes(state) && !down.includes(ice)) return;
+    if (this.polite) this._opts.signal({ type: 'ice-restart', to: this.peerId });
+    else this.restartIce();
+    this._recoverAttempts += 1;
+    const delay = Math.min(30000, 5000 * 2 ** Math.min(this._recoverAttempts - 1, 3));
+    clearTimeout(this._recoverTimer);
+    this._recoverTimer = setTimeout(() => {
+      this._recoverTimer = undefined;
+      this._recover();
+    }, delay);
+  }
+
+  /**
+   * @private
+   * @param {RTCTrackEvent} ev
+   */
+  _onTrack(ev) {
+    const stream = ev.streams[0] ?? new MediaStream([ev.track]);
+    if (!this._remoteStreams.has(stream.id)) {
+      this._remoteStreams.set(stream.id, stream);
+      stream.addEventListener('removetrack', () => {
+        if (stream.getTracks().length === 0) this._dropRemote(stream.id);
+      });
+    }
+    ev.track.addEventListener('ended', () => {
+      if (stream.getTracks().every((t) => t.readyState === 'ended')) this._dropRemote(stream.id);
+    });
+    this._reconcileStreams(false);
+    if (!this._announced.has(stream.id)) {
+      clearTimeout(this._kindTimer);
+      this._kindTimer = setTimeout(() => this._reconcileStreams(true), KIND_FALLBACK_MS);
+    }
+  }
+
+  /**
+   * Report remote streams whose kind is known. With `force`, streams the peer never
+   * described count as camera (the first) or screen (any further).
+   * @private
+   * @param {boolean} force
+   */
+  _reconcileStreams(force) {
+    if (this.closed) return;
+    for (const [id, stream] of this._remoteStreams) {
+      if (this._announced.has(id)) continue;
+      let kind = this._remoteKinds.get(id);
+      if (!kind && force) kind = [...this._announced.values()].includes('camera') ? 'screen' : 'camera';
+      if (!kind) continue;
+      this._announced.set(id, kind);
+      this.emit('stream', { stream, kind });
+    }
+  }
+
+  /**
+   * @private
+   * @param {string} id
+   */
+  _dropRemote(id) {
+    const stream = this._remoteStreams.get(id);
+    const kind = this._announced.get(id);
+    this._remoteStreams.delete(id);
+    this._announced.delete(id);
+    if (stream && kind && !this.closed) this.emit('stream-removed', { stream, kind });
+  }
+
+  /** Remote streams reported so far, with their kinds. */
+  get remoteStreams() {
+    /** @type {{ stream: MediaStream, kind: StreamKind }[]} */
+    const out = [];
+    for (const [id, kind] of this._announced) {
+      const stream = this._remoteStreams.get(id);
+      if (stream) out.push({ stream, kind });
+    }
+    return out;
+  }
+
+  /**
+   * @private
+   * @param {unknown} data
+   */
+  _onChannelMessage(data) {
+    if (this.closed) return;
+    if (typeof data !== 'string') {
+      if (data instanceof ArrayBuffer) this._onFileChunk(data);
+      return;
+    }
+    /** @type {ChannelMessage} */
+    let msg;
+    try {
+      msg = JSON.parse(data);
+    } catch {
+      return;
+    }
+    if (!msg || typeof msg !== 'object') return;
+    switch (msg.t) {
+      case 'chat':
+        if (typeof msg.text === 'string') {
+          this.emit('chat', { text: msg.text, ts: typeof msg.ts === 'number' ? msg.ts : Date.now() });
+        }
+        break;
+      case 'state':
+        this._onRemoteState(msg);
+        break;
+      case 'file':
+        this._onFileHeader(msg);
+        break;
+      case 'file-abort':
+        if (this._incoming && this._incoming.id === msg.id) {
+          const f = this._incoming;
+          this._incoming = null;
+          if (!f.refused) {
+            this.emit('file-error', {
+              transferId: f.id,
+              fileName: f.name,
+              direction: 'receive',
+              message: `The sender cancelled "${f.name}".`,
+            });
+          }
+        }
+        break;
+      default:
+        break;
+    }
+  }
+
+  /**
+   * @private
+   * @param {{ streams: Record<string, StreamKind>, mic: boolean, camera: boolean }} msg
+   */
+  _onRemoteState(msg) {
+    const streams = msg.streams && typeof msg.streams === 'object' ? msg.streams : {};
+    this._remoteKinds = new Map();
+    for (const [id, kind] of Object.entries(streams)) {
+      if (kind === 'camera' || kind === 'screen') this._remoteKinds.set(id, kind);
+    }
+    for (const id of [...this._announced.keys()]) {
+      if (!this._remoteKinds.has(id)) this._dropRemote(id);
+    }
+    this._reconcileStreams(false);
+    const media = { mic: msg.mic !== false, camera: msg.camera !== false };
+    if (media.mic !== this.remoteMedia.mic || media.camera !== this.remoteMedia.camera) {
+      this.remoteMedia = media;
+      this.emit('media', media);
+    }
+  }
+
+  /**
+   * @private
+   * @param {string} text
+   */
+  _sendRaw(text) {
+    if (this.dc && this.dc.readyState === 'open') {
+      this.dc.send(text);
+    } else if (this._pending.length < MAX_PENDING_MESSAGES) {
+      this._pending.push(text);
+    }
+  }
+
+  /** Whether the data channel is open. */
+  get channelOpen() {
+    return this.dc !== null && this.dc.readyState === 'open';
+  }
+
+  /**
+   * Send a chat message (queued until the data channel opens).
+   * @param {string} text
+   * @param {number} ts Unix milliseconds
+   */
+  sendChat(text, ts) {
+    this._sendRaw(JSON.stringify({ t: 'chat', text, ts }));
+  }
+
+  /**
+   * Send a file over the data channel. Transfers on one link run one after another.
+   * Resolves when the last chunk is handed to the channel.
+   * @param {File} file
+   * @param {string} transferId
+   * @returns {Promise<void>}
+   */
+  sendFile(file, transferId) {
+    const run = this._fileChain.then(() => this._sendFileNow(file, transferId));
+    this._fileChain = run.catch(() => {});
+    return run;
+  }
+
+  /**
+   * @private
+   * @param {File} file
+   * @param {string} id
+   */
+  async _sendFileNow(file, id) {
+    const fail = (/** @type {string} */ message) => {
+      this.emit('file-error', { transferId: id, fileName: file.name, direction: 'send', message });
+      return new Error(message);
+    };
+    if (file.size > MAX_FILE_SIZE) {
+      throw fail(`"${file.name}" is larger than 100 MB and cannot be sent.`);
+    }
+    const dc = await this._waitChannel();
+    if (!dc) throw fail(`Cannot send "${file.name}" to ${this.name}: not connected.`);
+    dc.send(JSON.stringify({ t: 'file', id, name: file.name, size: file.size, mime: file.type }));
+    let sent = 0;
+    let lastProgress = 0;
+    this.emit('file-progress', { transferId: id, direction: 'send', fileName: file.name, size: file.size, bytes: 0 });
+    while (sent < file.size) {
+      const block = await file.slice(sent, sent + FILE_READ_SIZE).arrayBuffer();
+      for (let at = 0; at < block.byteLength; at += FILE_CHUNK_SIZE) {
+        if (dc.bufferedAmount > BUFFER_HIGH) await waitBufferLow(dc);
+        if (dc.readyState !== 'open' || this.closed) {
+          throw fail(`Sending "${file.name}" to ${this.name} stopped: the connection closed.`);
+        }
+        const chunk = new Uint8Array(block, at, Math.min(FILE_CHUNK_SIZE, block.byteLength - at));
+        dc.send(chunk);
+        sent += chunk.byteLength;
+        const now = performance.now();
+        if (now - lastProgress > 100 || sent === file.size) {
+          lastProgress = now;
+          this.emit('file-progress', { transferId: id, direction: 'send', fileName: file.name, size: file.size, bytes: sent });
+        }
+      }
+    }
+    this.emit('file-sent', { transferId: id, fileName: file.name, size: file.size });
+  }
+
+  /**
+   * Wait up to 15 s for the data channel to open.
+   * @private
+   * @returns {Promise<RTCDataChannel | null>}
+   */
+  _waitChannel() {
+    return new Promise((resolve) => {
+      const started = performance.now();
+      const poll = () => {
+        if (this.closed) resolve(null);
+        else if (this.dc && this.dc.readyState === 'open') resolve(this.dc);
+        else if (performance.now() - started > 15000) resolve(null);
+        else setTimeout(poll, 100);
+      };
+      poll();
+    });
+  }
+
+  /**
+   * @private
+   * @param {{ id: string, name: string, size: number, mime: string }} msg
+   */
+  _onFileHeader(msg) {
+    if (this._incoming && !this._incoming.refused) {
+      const f = this._incoming;
+      this.emit('file-error', {
+        transferId: f.id,
+        fileName: f.name,
+        direction: 'receive',
+        message: `Receiving "${f.name}" was interrupted.`,
+      });
+    }
+    const name = typeof msg.name === 'string' && msg.name ? msg.name : 'file';
+    const size = Number(msg.size);
+    const id = String(msg.id);
+    const refused = !(size >= 0) || size > MAX_FILE_SIZE;
+    this._incoming = {
+      id,
+      name,
+      size,
+      mime: typeof msg.mime === 'string' ? msg.mime : '',
+      received: 0,
+      chunks: [],
+      refused,
+      lastProgress: 0,
+    };
+    if (refused) {
+      this.emit('file-error', {
+        transferId: id,
+        fileName: name,
+        direction: 'receive',
+        message: `${this.name} tried to send "${name}", which is larger than 100 MB; it was refused.`,
+      });
+      return;
+    }
+    this.emit('file-progress', { transferId: id, direction: 'receive', fileName: name, size, bytes: 0 });
+    if (size === 0) this._finishIncoming();
+  }
+
+  /**
+   * @private
+   * @param {ArrayBuffer} chunk
+   */
+  _onFileChunk(chunk) {
+    const f = this._incoming;
+    if (!f) return;
+    f.received += chunk.byteLength;
+    if (f.refused) {
+      if (f.received >= f.size) this._incoming = null;
+      return;
+    }
+    if (f.received > f.size) {
+      this._incoming = null;
+      this.emit('file-error', {
+        transferId: f.id,
+        fileName: f.name,
+        direction: 'receive',
+        message: `"${f.name}" arrived larger than announced and was discarded.`,
+      });
+      return;
+    }
+    f.chunks.push(chunk);
+    const now = performance.now();
+    if (now - f.lastProgress > 100 || f.received === f.size) {
+      f.lastProgress = now;
+      this.emit('file-progress', { transferId: f.id, direction: 'receive', fileName: f.name, size: f.size, bytes: f.received });
+    }
+    if (f.received === f.size) this._finishIncoming();
+  }
+
+  /** @private */
+  _finishIncoming() {
+    const f = this._incoming;
+    if (!f) return;
+    this._incoming = null;
+    const blob = new Blob(f.chunks, { type: f.mime || 'application/octet-stream' });
+    this.emit('file', { transferId: f.id, fileName: f.name, size: f.size, mimeType: f.mime, blob });
+  }
+
+  /**
+   * Current statistics; rates are measured since the previous call.
+   * @returns {Promise<PeerStats>}
+   */
+  async getStats() {
+    const report = await this.pc.getStats();
+    const { stats, sample } = summarizeStats(report, this._lastSample, {
+      peerId: this.peerId,
+      name: this.name,
+      connectionState: this.connectionState,
+    });
+    this._lastSample = sample;
+    return stats;
+  }
+
+  /** Close the connection for good. Local tracks are not stopped (the owner owns them). */
+  close() {
+    if (this.closed) return;
+    this.closed = true;
+    clearTimeout(this._passiveTimer);
+    clearTimeout(this._kindTimer);
+    clearTimeout(this._recoverTimer);
+    clearTimeout(this._answerTimer);
+    this._incoming = null;
+    try {
+      this.dc?.close();
+    } catch {
+      // Already closed.
+    }
+    this.pc.close();
+    this.removeAllListeners();
+  }
+}
+
+/**
+ * A peer connection with these ICE servers, or with none if the browser refuses them (a
+ * bad configuration must not prevent calls on the local network).
+ * @param {RTCIceServer[]} iceServers
+ * @returns {RTCPeerConnection}
+ */
+function createPeerConnection(iceServers) {
+  try {
+    return new RTCPeerConnection({ iceServers, bundlePolicy: 'max-bundle' });
+  } catch (err) {
+    console.warn('switchboard: ICE servers refused by the browser, continuing without them', err);
+    return new RTCPeerConnection({ bundlePolicy: 'max-bundle' });
+  }
+}
+
+/**
+ * Resolve when the channel's buffer drains below its low threshold (or it closes). Polls
+ * as well as listening, so a missed `bufferedamountlow` event cannot stall a transfer.
+ * @param {RTCDataChannel} dc
+ * @returns {Promise<void>}
+ */
+function waitBufferLow(dc) {
+  return new Promise((resolve) => {
+    const timer = setInterval(() => {
+      if (dc.readyState !== 'open' || dc.bufferedAmount <= dc.bufferedAmountLowThreshold) done();
+    }, 50);
+    const done = () => {
+      clearInterval(timer);
+      dc.removeEventListener('bufferedamountlow', done);
+      dc.removeEventListener('close', done);
+      resolve();
+    };
+    dc.addEventListener('bufferedamountlow', done);
+    dc.addEventListener('close', done);
+  });
+}
