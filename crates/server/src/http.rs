@@ -106,7 +106,8 @@ async fn ice_servers(State(state): State<AppState>, headers: HeaderMap) -> Json<
         };
         let host = if host.contains(':') && !host.starts_with('[') { format!("[{host}]") } else { host };
         ice_servers.push(IceServer {
-            urls: vec![format!("stun:{host}:{port}"), format!("stun:{host}:{port}?transport=tcp")],
+            // `?transport=` is only valid on turn: URLs; browsers reject it on stun: ones.
+            urls: vec![format!("stun:{host}:{port}")],
         });
     }
     Json(IceServers { ice_servers })
