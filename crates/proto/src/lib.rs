@@ -117,7 +117,7 @@ pub enum ClientMessage {
     /// A trickled ICE candidate (`RTCIceCandidateInit`), or `null` for end of candidates.
     Candidate {
         to: ParticipantId,
-        candidate: Option<serde_json::Value>,
+        candidate: Option<RawJson>,
     },
     /// Ask a participant to restart ICE towards us (it sends an offer with `iceRestart`).
     IceRestart { to: ParticipantId },
@@ -241,7 +241,7 @@ pub enum ServerMessage {
     },
     Candidate {
         from: ParticipantId,
-        candidate: Option<serde_json::Value>,
+        candidate: Option<RawJson>,
     },
     IceRestart {
         from: ParticipantId,
@@ -365,6 +365,36 @@ impl fmt::Display for ErrorCode {
     }
 }
 
+/// A JSON value relayed verbatim: the server never needs to look inside an ICE candidate, so
+/// it neither builds a tree for it nor re-encodes it.
+///
+/// Note: serde cannot buffer a raw value inside an internally tagged enum, so a *client*
+/// decoding `ServerMessage::Candidate` with serde should decode into `serde_json::Value`
+/// instead; the server only ever serializes it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RawJson(pub Box<serde_json::value::RawValue>);
+
+impl RawJson {
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+}
+
+impl PartialEq for RawJson {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.get() == other.0.get()
+    }
+}
+
+impl TryFrom<&str> for RawJson {
+    type Error = serde_json::Error;
+
+    fn try_from(json: &str) -> Result<Self, Self::Error> {
+        serde_json::value::RawValue::from_string(json.to_owned()).map(RawJson)
+    }
+}
+
 /// Why a text frame could not become a [`ClientMessage`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParseError {
@@ -375,9 +405,39 @@ pub struct ParseError {
 /// Decodes one text frame. Classifies failures into the error codes clients see, so a typo in
 /// `type` reads differently from a missing field.
 pub fn parse_client_message(text: &str) -> Result<ClientMessage, ParseError> {
+    if let Some(msg) = parse_relay(text) {
+        return Ok(msg);
+    }
     match serde_json::from_str::<ClientMessage>(text) {
         Ok(msg) => Ok(msg),
         Err(err) => Err(classify(text, err)),
+    }
+}
+
+/// The fast path for the messages that make up almost all traffic (offer, answer, candidate):
+/// one pass over the text, borrowing where it can, the candidate kept as raw text. Anything
+/// it does not recognise goes through the full decoder, which also produces the errors.
+fn parse_relay(text: &str) -> Option<ClientMessage> {
+    #[derive(Deserialize)]
+    struct Relay<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: std::borrow::Cow<'a, str>,
+        #[serde(default)]
+        to: Option<String>,
+        #[serde(default)]
+        sdp: Option<String>,
+        #[serde(default, borrow)]
+        candidate: Option<&'a serde_json::value::RawValue>,
+    }
+    let relay: Relay = serde_json::from_str(text).ok()?;
+    match (relay.kind.as_ref(), relay.to, relay.sdp) {
+        ("candidate", Some(to), _) => Some(ClientMessage::Candidate {
+            to,
+            candidate: relay.candidate.map(|raw| RawJson(raw.to_owned())),
+        }),
+        ("offer", Some(to), Some(sdp)) => Some(ClientMessage::Offer { to, sdp }),
+        ("answer", Some(to), Some(sdp)) => Some(ClientMessage::Answer { to, sdp }),
+        _ => None,
     }
 }
 
@@ -468,6 +528,44 @@ mod tests {
                 candidate: None
             }
         );
+    }
+
+    #[test]
+    fn candidates_are_kept_verbatim() {
+        let text = r#"{"type":"candidate","to":"p1","candidate":{"candidate":"candidate:1 1 udp 5 10.0.0.1 9 typ host","sdpMid":"0","sdpMLineIndex":0}}"#;
+        let ClientMessage::Candidate { to, candidate } = parse_client_message(text).unwrap() else {
+            panic!("a candidate");
+        };
+        assert_eq!(to, "p1");
+        assert_eq!(
+            candidate.unwrap().get(),
+            r#"{"candidate":"candidate:1 1 udp 5 10.0.0.1 9 typ host","sdpMid":"0","sdpMLineIndex":0}"#
+        );
+        let relayed = ServerMessage::Candidate {
+            from: "p2".into(),
+            candidate: Some(RawJson::try_from(r#"{"a":1}"#).unwrap()),
+        };
+        assert_eq!(
+            serde_json::to_string(&relayed).unwrap(),
+            r#"{"type":"candidate","from":"p2","candidate":{"a":1}}"#
+        );
+    }
+
+    #[test]
+    fn the_fast_path_and_the_full_decoder_agree() {
+        for text in [
+            r#"{"type":"offer","to":"p1","sdp":"v=0\r\n"}"#,
+            r#"{"type":"answer","sdp":"v=0","to":"p1","extra":[1,2]}"#,
+            r#"{"type":"candidate","to":"p1","candidate":null}"#,
+            r#"{"type":"candidate","to":"p1"}"#,
+        ] {
+            let fast = parse_relay(text).expect("fast path takes it");
+            let full: ClientMessage = serde_json::from_str(text).unwrap();
+            assert_eq!(fast, full, "{text}");
+        }
+        // Malformed relays fall through to the full decoder and its errors.
+        assert_eq!(parse_relay(r#"{"type":"offer","to":"p1"}"#), None);
+        assert_eq!(parse_relay(r#"{"type":"offer","to":5,"sdp":"x"}"#), None);
     }
 
     #[test]

@@ -111,12 +111,10 @@ fn decode(protocol: Protocol, conn: ConnId, text: &str) -> Option<Command> {
             Ok(msg) => Command::Message { conn, msg },
             Err(error) => Command::Reject { conn, error },
         }),
-        Protocol::Tutorial => match serde_json::from_str::<serde_json::Value>(text) {
+        Protocol::Tutorial => match TutorialMessage::parse(text) {
             Err(e) => reject(protocol, conn, ErrorCode::BadJson, format!("not valid JSON: {e}")),
             // Like the reference server, messages of other types are ignored.
-            Ok(value) => serde_json::from_value::<TutorialMessage>(value)
-                .ok()
-                .map(|msg| Command::Tutorial { conn, msg }),
+            Ok(msg) => msg.map(|msg| Command::Tutorial { conn, msg }),
         },
     }
 }

@@ -77,21 +77,25 @@ impl TutorialRelay {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use switchboard_proto::RawJson;
+
+    fn raw(json: &str) -> Option<RawJson> {
+        Some(RawJson::try_from(json).unwrap())
+    }
 
     fn offer() -> TutorialMessage {
         TutorialMessage::CreateOffer {
-            sdp: Some(json!({"type":"offer","sdp":"v=0"})),
+            sdp: raw(r#"{"type":"offer","sdp":"v=0"}"#),
         }
     }
     fn answer() -> TutorialMessage {
         TutorialMessage::CreateAnswer {
-            sdp: Some(json!({"type":"answer","sdp":"v=0"})),
+            sdp: raw(r#"{"type":"answer","sdp":"v=0"}"#),
         }
     }
     fn candidate() -> TutorialMessage {
         TutorialMessage::IceCandidate {
-            candidate: Some(json!({"candidate":"c"})),
+            candidate: raw(r#"{"candidate":"c"}"#),
         }
     }
 
