@@ -96,7 +96,10 @@ mod tests {
             relay(r#"{"type":"iceCandidate","candidate":null}"#),
             r#"{"type":"iceCandidate","candidate":null}"#
         );
-        assert_eq!(relay(r#"{"type":"createAnswer"}"#), r#"{"type":"createAnswer"}"#);
+        assert_eq!(
+            relay(r#"{"type":"createAnswer"}"#),
+            r#"{"type":"createAnswer"}"#
+        );
     }
 
     #[test]

@@ -6,10 +6,11 @@
 
 use clap::Parser;
 use serde::{Deserialize, Serialize};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 use switchboard_signal::Limits;
+use switchboard_turn::{Cidr, PeerPolicy, RelayAddress, ServerConfig};
 
 /// Everything the server can be told. Field names are the TOML keys; each has a flag and an
 /// environment variable of the same name (`--max-rooms`, `SWITCHBOARD_MAX_ROOMS`).
@@ -18,8 +19,9 @@ use switchboard_signal::Limits;
 pub struct Config {
     /// Address of the HTTP server: web app, WebSocket signaling, REST API, metrics.
     pub http_addr: SocketAddr,
-    /// Address of the STUN server, UDP and TCP on the same port. Empty string turns it off.
-    #[serde(with = "optional_addr")]
+    /// Address of the STUN/TURN server, UDP and TCP on the same port. Empty string turns it
+    /// off.
+    #[serde(with = "optional")]
     pub stun_addr: Option<SocketAddr>,
     /// Host name or IP that browsers should use to reach the STUN server in
     /// `/api/ice-servers`. Empty: the host the browser used to load the page.
@@ -47,6 +49,61 @@ pub struct Config {
     pub web_dir: Option<PathBuf>,
     /// Log filter, in `RUST_LOG` syntax (e.g. `info`, `switchboard_server=debug`).
     pub log: String,
+    /// Answer TURN (RFC 8656) on the STUN port. Off leaves a Binding-only STUN server.
+    pub turn_enabled: bool,
+    /// REALM of the TURN long-term credentials.
+    pub turn_realm: String,
+    /// Static TURN users, each `username:password`.
+    pub turn_users: Vec<String>,
+    /// Shared secret of the TURN REST API credentials that `/api/ice-servers` mints. Empty:
+    /// a random secret drawn at every start, so minted credentials end with the process.
+    pub turn_secret: String,
+    /// How long credentials minted by `/api/ice-servers` may start allocations, in seconds.
+    pub turn_credential_ttl_secs: u64,
+    /// How long a TURN nonce stays valid before clients must take a fresh one (438 Stale
+    /// Nonce), in seconds.
+    pub turn_nonce_lifetime_secs: u64,
+    /// IP the relay sockets bind to. Empty: the STUN listen IP.
+    #[serde(with = "optional")]
+    pub turn_relay_ip: Option<IpAddr>,
+    /// IP announced to clients as their relayed address: the public IP when the relay IP
+    /// is behind a 1:1 NAT. Empty: the relay IP.
+    #[serde(with = "optional")]
+    pub turn_public_ip: Option<IpAddr>,
+    /// An IPv6 relay IP, for clients that ask for an IPv6 relay (when `turn_relay_ip` is
+    /// IPv4). Empty: none.
+    #[serde(with = "optional")]
+    pub turn_relay_ipv6: Option<IpAddr>,
+    /// IPv6 address announced for `turn_relay_ipv6`. Empty: the same address.
+    #[serde(with = "optional")]
+    pub turn_public_ipv6: Option<IpAddr>,
+    /// Lowest relay port.
+    pub turn_min_port: u16,
+    /// Highest relay port.
+    pub turn_max_port: u16,
+    /// TURN allocations on the whole server.
+    pub turn_max_allocations: usize,
+    /// TURN allocations per user (REST users count by the part after the expiry).
+    pub turn_max_allocations_per_user: usize,
+    /// Relayed bytes per second per allocation; 0 is unlimited.
+    pub turn_allocation_bandwidth: u64,
+    /// Relayed bytes per second for the whole server; 0 is unlimited.
+    pub turn_total_bandwidth: u64,
+    /// Peer address blocks (CIDR) TURN may relay to although they are loopback, private,
+    /// link-local or the server's own. Empty: such peers are refused.
+    pub turn_allow_peers: Vec<String>,
+    /// Peer address blocks (CIDR) TURN refuses in addition to the built-in ones.
+    pub turn_deny_peers: Vec<String>,
+    /// Address of TURN over TLS, used when `tls_cert` is set. Empty: the STUN IP, port 5349.
+    #[serde(with = "optional")]
+    pub turn_tls_addr: Option<SocketAddr>,
+    /// PEM certificate chain for TLS (TURN over TLS).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Bearer token for the admin API (`/api/turn/allocations`). Empty: the admin API
+    /// answers only to loopback clients.
+    pub admin_key: String,
 }
 
 impl Default for Config {
@@ -67,6 +124,28 @@ impl Default for Config {
             max_stun_tcp_connections: 1024,
             web_dir: None,
             log: "info".into(),
+            turn_enabled: true,
+            turn_realm: "switchboard".into(),
+            turn_users: Vec::new(),
+            turn_secret: String::new(),
+            turn_credential_ttl_secs: 86_400,
+            turn_nonce_lifetime_secs: 600,
+            turn_relay_ip: None,
+            turn_public_ip: None,
+            turn_relay_ipv6: None,
+            turn_public_ipv6: None,
+            turn_min_port: 49_152,
+            turn_max_port: 65_535,
+            turn_max_allocations: 10_000,
+            turn_max_allocations_per_user: 50,
+            turn_allocation_bandwidth: 0,
+            turn_total_bandwidth: 0,
+            turn_allow_peers: Vec::new(),
+            turn_deny_peers: Vec::new(),
+            turn_tls_addr: None,
+            tls_cert: None,
+            tls_key: None,
+            admin_key: String::new(),
         }
     }
 }
@@ -102,6 +181,19 @@ impl Config {
             ("max_participants", self.max_participants),
             ("max_rooms", self.max_rooms),
             ("max_stun_tcp_connections", self.max_stun_tcp_connections),
+            ("turn_max_allocations", self.turn_max_allocations),
+            (
+                "turn_max_allocations_per_user",
+                self.turn_max_allocations_per_user,
+            ),
+            (
+                "turn_credential_ttl_secs",
+                self.turn_credential_ttl_secs as usize,
+            ),
+            (
+                "turn_nonce_lifetime_secs",
+                self.turn_nonce_lifetime_secs as usize,
+            ),
         ];
         for (name, value) in positive {
             if value == 0 {
@@ -114,7 +206,122 @@ impl Config {
         if self.rate_limit > 0 && self.rate_burst == 0 {
             return Err("rate_burst must be at least 1 when rate_limit is set".into());
         }
+        if self.turn_min_port == 0 || self.turn_min_port > self.turn_max_port {
+            return Err(format!(
+                "turn_min_port..turn_max_port ({}..{}) must be a non-empty range above 0",
+                self.turn_min_port, self.turn_max_port
+            ));
+        }
+        if self.turn_realm.is_empty() || self.turn_realm.chars().count() > 127 {
+            return Err("turn_realm must be 1 to 127 characters".into());
+        }
+        self.turn_users()?;
+        self.peer_blocks()?;
+        if self.turn_relay_ipv6.is_some_and(|ip| !ip.is_ipv6())
+            || self.turn_public_ipv6.is_some_and(|ip| !ip.is_ipv6())
+        {
+            return Err("turn_relay_ipv6 and turn_public_ipv6 must be IPv6 addresses".into());
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err("tls_cert and tls_key must be set together".into());
+        }
         Ok(())
+    }
+
+    /// The static TURN users as (username, password).
+    pub fn turn_users(&self) -> Result<Vec<(String, String)>, String> {
+        self.turn_users
+            .iter()
+            .map(|entry| match entry.split_once(':') {
+                Some((user, password)) if !user.is_empty() && !password.is_empty() => {
+                    Ok((user.to_owned(), password.to_owned()))
+                }
+                _ => Err(format!(
+                    "turn_users entry {entry:?} must be \"username:password\""
+                )),
+            })
+            .collect()
+    }
+
+    fn peer_blocks(&self) -> Result<(Vec<Cidr>, Vec<Cidr>), String> {
+        let parse = |name: &str, list: &[String]| {
+            list.iter()
+                .map(|text| {
+                    text.parse::<Cidr>()
+                        .map_err(|e| format!("{name} entry {text:?}: {e}"))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        Ok((
+            parse("turn_allow_peers", &self.turn_allow_peers)?,
+            parse("turn_deny_peers", &self.turn_deny_peers)?,
+        ))
+    }
+
+    /// The TURN core's configuration, for a STUN port bound on `stun_ip`, with the REST
+    /// secret in force and fresh randomness.
+    pub fn turn_server_config(
+        &self,
+        stun_ip: IpAddr,
+        secret: &str,
+        seed: [u8; 32],
+    ) -> Result<ServerConfig, String> {
+        let relay_ip = self.turn_relay_ip.unwrap_or(stun_ip);
+        let public_ip = self.turn_public_ip.unwrap_or(relay_ip);
+        if public_ip.is_unspecified() {
+            return Err(format!(
+                "the relay binds {relay_ip}, which clients cannot be told: set turn_public_ip"
+            ));
+        }
+        if relay_ip.is_ipv4() != public_ip.is_ipv4() {
+            return Err("turn_relay_ip and turn_public_ip must be of the same family".into());
+        }
+        let primary = RelayAddress {
+            bind: relay_ip,
+            public: public_ip,
+        };
+        let secondary = self.turn_relay_ipv6.map(|bind| RelayAddress {
+            bind,
+            public: self.turn_public_ipv6.unwrap_or(bind),
+        });
+        let (relay_v4, relay_v6) = if relay_ip.is_ipv4() {
+            (Some(primary), secondary)
+        } else {
+            (None, Some(primary))
+        };
+        let (allow, deny) = self.peer_blocks()?;
+        let mut server_addresses = vec![stun_ip];
+        if let Some(tls) = self.turn_tls_addr {
+            server_addresses.push(tls.ip());
+        }
+        server_addresses.push(self.http_addr.ip());
+        if let Ok(ip) = self.announce_host.parse() {
+            server_addresses.push(ip);
+        }
+        server_addresses.retain(|ip: &IpAddr| !ip.is_unspecified());
+        let config = ServerConfig {
+            realm: self.turn_realm.clone(),
+            users: self.turn_users()?,
+            rest_secret: Some(secret.as_bytes().to_vec()),
+            relay_v4,
+            relay_v6,
+            min_port: self.turn_min_port,
+            max_port: self.turn_max_port,
+            max_allocations: self.turn_max_allocations,
+            max_allocations_per_user: self.turn_max_allocations_per_user,
+            allocation_bandwidth: self.turn_allocation_bandwidth,
+            total_bandwidth: self.turn_total_bandwidth,
+            nonce_lifetime: Duration::from_secs(self.turn_nonce_lifetime_secs),
+            peer_policy: PeerPolicy {
+                allow,
+                deny,
+                server_addresses,
+            },
+            seed,
+            ..ServerConfig::default()
+        };
+        config.validate().map_err(|e| format!("TURN: {e}"))?;
+        Ok(config)
     }
 
     /// Builds the configuration from the process's arguments, environment and config file.
@@ -123,24 +330,38 @@ impl Config {
     }
 }
 
-mod optional_addr {
+/// Optional addresses are written as an empty string when absent, so that the printed
+/// configuration shows every key.
+mod optional {
     use serde::{Deserialize, Deserializer, Serializer};
-    use std::net::SocketAddr;
+    use std::fmt::Display;
+    use std::str::FromStr;
 
-    pub fn serialize<S: Serializer>(addr: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
-        match addr {
-            Some(addr) => s.collect_str(addr),
+    pub fn serialize<T: Display, S: Serializer>(
+        value: &Option<T>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(value) => s.collect_str(value),
             None => s.serialize_str(""),
         }
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    pub fn deserialize<'de, T, D>(d: D) -> Result<Option<T>, D::Error>
+    where
+        T: FromStr,
+        T::Err: Display,
+        D: Deserializer<'de>,
+    {
         let text = String::deserialize(d)?;
-        super::parse_optional_addr(&text).map_err(serde::de::Error::custom)
+        super::parse_optional(&text).map_err(serde::de::Error::custom)
     }
 }
 
-fn parse_optional_addr(text: &str) -> Result<Option<SocketAddr>, String> {
+fn parse_optional<T: std::str::FromStr>(text: &str) -> Result<Option<T>, String>
+where
+    T::Err: std::fmt::Display,
+{
     if text.trim().is_empty() {
         return Ok(None);
     }
@@ -150,7 +371,7 @@ fn parse_optional_addr(text: &str) -> Result<Option<SocketAddr>, String> {
         .map_err(|e| format!("invalid address {text:?}: {e}"))
 }
 
-/// Switchboard: signaling, STUN and a browser app for real-time calls, in one binary.
+/// Switchboard: signaling, STUN/TURN and a browser app for real-time calls, in one binary.
 ///
 /// Every option can also be set in a TOML file (`--config`, keys as shown by
 /// `--print-config`) or by an environment variable `SWITCHBOARD_<OPTION>`. Flags override
@@ -206,6 +427,72 @@ struct Cli {
     /// Log filter in RUST_LOG syntax [default: info].
     #[arg(long, env = "SWITCHBOARD_LOG")]
     log: Option<String>,
+    /// Answer TURN on the STUN port; false leaves Binding-only STUN [default: true].
+    #[arg(long, env = "SWITCHBOARD_TURN_ENABLED")]
+    turn_enabled: Option<bool>,
+    /// REALM of TURN credentials [default: switchboard].
+    #[arg(long, env = "SWITCHBOARD_TURN_REALM")]
+    turn_realm: Option<String>,
+    /// Static TURN users, "username:password", comma-separated or repeated.
+    #[arg(long, env = "SWITCHBOARD_TURN_USERS", value_delimiter = ',')]
+    turn_users: Option<Vec<String>>,
+    /// Shared secret of TURN REST API credentials [default: random at each start].
+    #[arg(long, env = "SWITCHBOARD_TURN_SECRET", hide_env_values = true)]
+    turn_secret: Option<String>,
+    /// Seconds minted TURN credentials stay valid for new allocations [default: 86400].
+    #[arg(long, env = "SWITCHBOARD_TURN_CREDENTIAL_TTL_SECS")]
+    turn_credential_ttl_secs: Option<u64>,
+    /// Seconds a TURN nonce stays valid [default: 600].
+    #[arg(long, env = "SWITCHBOARD_TURN_NONCE_LIFETIME_SECS")]
+    turn_nonce_lifetime_secs: Option<u64>,
+    /// IP relay sockets bind to [default: the STUN listen IP].
+    #[arg(long, env = "SWITCHBOARD_TURN_RELAY_IP")]
+    turn_relay_ip: Option<String>,
+    /// IP announced as the relayed address, e.g. the public IP of a 1:1 NAT [default: the relay IP].
+    #[arg(long, env = "SWITCHBOARD_TURN_PUBLIC_IP")]
+    turn_public_ip: Option<String>,
+    /// Additional IPv6 relay IP [default: none].
+    #[arg(long, env = "SWITCHBOARD_TURN_RELAY_IPV6")]
+    turn_relay_ipv6: Option<String>,
+    /// IPv6 address announced for the IPv6 relay [default: the IPv6 relay IP].
+    #[arg(long, env = "SWITCHBOARD_TURN_PUBLIC_IPV6")]
+    turn_public_ipv6: Option<String>,
+    /// Lowest relay port [default: 49152].
+    #[arg(long, env = "SWITCHBOARD_TURN_MIN_PORT")]
+    turn_min_port: Option<u16>,
+    /// Highest relay port [default: 65535].
+    #[arg(long, env = "SWITCHBOARD_TURN_MAX_PORT")]
+    turn_max_port: Option<u16>,
+    /// TURN allocations on the server [default: 10000].
+    #[arg(long, env = "SWITCHBOARD_TURN_MAX_ALLOCATIONS")]
+    turn_max_allocations: Option<usize>,
+    /// TURN allocations per user [default: 50].
+    #[arg(long, env = "SWITCHBOARD_TURN_MAX_ALLOCATIONS_PER_USER")]
+    turn_max_allocations_per_user: Option<usize>,
+    /// Relayed bytes per second per allocation, 0 = unlimited [default: 0].
+    #[arg(long, env = "SWITCHBOARD_TURN_ALLOCATION_BANDWIDTH")]
+    turn_allocation_bandwidth: Option<u64>,
+    /// Relayed bytes per second in total, 0 = unlimited [default: 0].
+    #[arg(long, env = "SWITCHBOARD_TURN_TOTAL_BANDWIDTH")]
+    turn_total_bandwidth: Option<u64>,
+    /// Peer blocks (CIDR) TURN may relay to despite being private/loopback/own, comma-separated.
+    #[arg(long, env = "SWITCHBOARD_TURN_ALLOW_PEERS", value_delimiter = ',')]
+    turn_allow_peers: Option<Vec<String>>,
+    /// Extra peer blocks (CIDR) TURN refuses, comma-separated.
+    #[arg(long, env = "SWITCHBOARD_TURN_DENY_PEERS", value_delimiter = ',')]
+    turn_deny_peers: Option<Vec<String>>,
+    /// TURN-over-TLS listen address when tls_cert is set [default: STUN IP, port 5349].
+    #[arg(long, env = "SWITCHBOARD_TURN_TLS_ADDR")]
+    turn_tls_addr: Option<String>,
+    /// PEM certificate chain for TLS.
+    #[arg(long, env = "SWITCHBOARD_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for the TLS certificate.
+    #[arg(long, env = "SWITCHBOARD_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// Bearer token for the admin API [default: none, admin API on loopback only].
+    #[arg(long, env = "SWITCHBOARD_ADMIN_KEY", hide_env_values = true)]
+    admin_key: Option<String>,
 }
 
 impl Cli {
@@ -225,7 +512,38 @@ impl Cli {
             };
         }
         if let Some(text) = &self.stun_addr {
-            config.stun_addr = parse_optional_addr(text).map_err(|e| format!("--stun-addr: {e}"))?;
+            config.stun_addr = parse_optional(text).map_err(|e| format!("--stun-addr: {e}"))?;
+        }
+        let optional_ips = [
+            (
+                "--turn-relay-ip",
+                &self.turn_relay_ip,
+                &mut config.turn_relay_ip,
+            ),
+            (
+                "--turn-public-ip",
+                &self.turn_public_ip,
+                &mut config.turn_public_ip,
+            ),
+            (
+                "--turn-relay-ipv6",
+                &self.turn_relay_ipv6,
+                &mut config.turn_relay_ipv6,
+            ),
+            (
+                "--turn-public-ipv6",
+                &self.turn_public_ipv6,
+                &mut config.turn_public_ipv6,
+            ),
+        ];
+        for (flag, text, field) in optional_ips {
+            if let Some(text) = text {
+                *field = parse_optional(text).map_err(|e| format!("{flag}: {e}"))?;
+            }
+        }
+        if let Some(text) = &self.turn_tls_addr {
+            config.turn_tls_addr =
+                parse_optional(text).map_err(|e| format!("--turn-tls-addr: {e}"))?;
         }
         apply!(
             http_addr,
@@ -239,10 +557,31 @@ impl Cli {
             rate_burst,
             resume_grace_secs,
             max_stun_tcp_connections,
-            log
+            log,
+            turn_enabled,
+            turn_realm,
+            turn_users,
+            turn_secret,
+            turn_credential_ttl_secs,
+            turn_nonce_lifetime_secs,
+            turn_min_port,
+            turn_max_port,
+            turn_max_allocations,
+            turn_max_allocations_per_user,
+            turn_allocation_bandwidth,
+            turn_total_bandwidth,
+            turn_allow_peers,
+            turn_deny_peers,
+            admin_key
         );
         if self.web_dir.is_some() {
             config.web_dir = self.web_dir;
+        }
+        if self.tls_cert.is_some() {
+            config.tls_cert = self.tls_cert;
+        }
+        if self.tls_key.is_some() {
+            config.tls_key = self.tls_key;
         }
         config.validate()?;
         if self.print_config {
@@ -281,8 +620,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("sb-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("switchboard.toml");
-        std::fs::write(&path, "http_addr = \"0.0.0.0:9000\"\nmax_rooms = 5\nstun_addr = \"\"\n")
-            .unwrap();
+        std::fs::write(
+            &path,
+            "http_addr = \"0.0.0.0:9000\"\nmax_rooms = 5\nstun_addr = \"\"\n",
+        )
+        .unwrap();
         let config = cli(&["--config", path.to_str().unwrap(), "--max-rooms", "7"]).unwrap();
         assert_eq!(config.http_addr.to_string(), "0.0.0.0:9000");
         assert_eq!(config.max_rooms, 7);
@@ -315,6 +657,76 @@ mod tests {
     fn unknown_keys_in_the_file_are_refused() {
         let err = toml::from_str::<Config>("max_roomz = 3").unwrap_err();
         assert!(err.to_string().contains("max_roomz"), "{err}");
+    }
+
+    #[test]
+    fn turn_defaults_and_flags() {
+        let config = cli(&[]).unwrap();
+        assert!(config.turn_enabled);
+        assert_eq!(config.turn_realm, "switchboard");
+        assert_eq!(
+            (config.turn_min_port, config.turn_max_port),
+            (49_152, 65_535)
+        );
+        assert_eq!(config.turn_credential_ttl_secs, 86_400);
+        assert!(config.turn_allow_peers.is_empty());
+        let config = cli(&[
+            "--turn-users",
+            "alice:one,bob:two:three",
+            "--turn-allow-peers",
+            "127.0.0.0/8",
+            "--turn-allow-peers",
+            "10.0.0.0/8",
+            "--turn-relay-ip",
+            "10.0.0.5",
+            "--turn-public-ip",
+            "203.0.113.9",
+            "--turn-min-port",
+            "40000",
+            "--turn-max-port",
+            "40100",
+            "--turn-enabled",
+            "false",
+        ])
+        .unwrap();
+        assert_eq!(
+            config.turn_users().unwrap(),
+            [
+                ("alice".to_owned(), "one".to_owned()),
+                ("bob".to_owned(), "two:three".to_owned())
+            ]
+        );
+        assert_eq!(config.turn_allow_peers, ["127.0.0.0/8", "10.0.0.0/8"]);
+        assert!(!config.turn_enabled);
+        let core = config
+            .turn_server_config("127.0.0.1".parse().unwrap(), "s", [0; 32])
+            .unwrap();
+        let relay = core.relay_v4.unwrap();
+        assert_eq!(relay.bind.to_string(), "10.0.0.5");
+        assert_eq!(relay.public.to_string(), "203.0.113.9");
+        assert_eq!((core.min_port, core.max_port), (40_000, 40_100));
+        assert_eq!(core.rest_secret.as_deref(), Some(&b"s"[..]));
+        assert_eq!(core.peer_policy.allow.len(), 2);
+    }
+
+    #[test]
+    fn bad_turn_settings_are_refused() {
+        let err = cli(&["--turn-users", "nopassword"]).unwrap_err();
+        assert!(err.contains("turn_users"), "{err}");
+        let err = cli(&["--turn-allow-peers", "10.0.0.0/40"]).unwrap_err();
+        assert!(err.contains("turn_allow_peers"), "{err}");
+        let err = cli(&["--turn-min-port", "6000", "--turn-max-port", "5000"]).unwrap_err();
+        assert!(err.contains("turn_min_port"), "{err}");
+        let err = cli(&["--tls-cert", "/x.pem"]).unwrap_err();
+        assert!(err.contains("tls_key"), "{err}");
+        let err = cli(&["--turn-relay-ip", "here"]).unwrap_err();
+        assert!(err.contains("--turn-relay-ip"), "{err}");
+        // A wildcard relay needs an announced address.
+        let config = cli(&["--turn-relay-ip", "0.0.0.0"]).unwrap();
+        let err = config
+            .turn_server_config("0.0.0.0".parse().unwrap(), "s", [0; 32])
+            .unwrap_err();
+        assert!(err.contains("turn_public_ip"), "{err}");
     }
 
     #[test]

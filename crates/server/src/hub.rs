@@ -11,7 +11,9 @@ use std::collections::HashMap;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use switchboard_proto::tutorial::TutorialMessage;
 use switchboard_proto::{ClientMessage, ParseError};
-use switchboard_signal::{ConnId, CoreStats, Limits, Recipients, RoomView, Signaling, TutorialRelay};
+use switchboard_signal::{
+    ConnId, CoreStats, Limits, Recipients, RoomView, Signaling, TutorialRelay,
+};
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// Messages queued for one connection before it counts as too slow.
@@ -62,7 +64,10 @@ impl HubHandle {
     }
 }
 
-pub fn spawn(limits: Limits, shutdown: watch::Receiver<bool>) -> (HubHandle, tokio::task::JoinHandle<()>) {
+pub fn spawn(
+    limits: Limits,
+    shutdown: watch::Receiver<bool>,
+) -> (HubHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(INBOX_CAPACITY);
     let now_unix_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -133,7 +138,10 @@ impl Hub {
                     match serde_json::to_string(&msg) {
                         Ok(text) => {
                             if outbox.try_send(Utf8Bytes::from(text)).is_err() {
-                                tracing::debug!(conn = to, "tutorial outbox full or closed; message dropped");
+                                tracing::debug!(
+                                    conn = to,
+                                    "tutorial outbox full or closed; message dropped"
+                                );
                             }
                         }
                         Err(e) => tracing::error!("cannot encode tutorial message: {e}"),

@@ -40,37 +40,106 @@ impl Metrics {
     }
 
     pub fn render(&self, hub: &HubStats, out: &mut String) {
-        header(out, "switchboard_connections", "gauge", "Open WebSocket connections.");
+        header(
+            out,
+            "switchboard_connections",
+            "gauge",
+            "Open WebSocket connections.",
+        );
         for (i, label) in PROTOCOL_LABELS.iter().enumerate() {
             let open = self.opened[i]
                 .load(Ordering::Relaxed)
                 .saturating_sub(self.closed[i].load(Ordering::Relaxed));
-            let _ = writeln!(out, "switchboard_connections{{protocol=\"{label}\"}} {open}");
+            let _ = writeln!(
+                out,
+                "switchboard_connections{{protocol=\"{label}\"}} {open}"
+            );
         }
-        header(out, "switchboard_connections_total", "counter", "WebSocket connections accepted.");
+        header(
+            out,
+            "switchboard_connections_total",
+            "counter",
+            "WebSocket connections accepted.",
+        );
         for (i, label) in PROTOCOL_LABELS.iter().enumerate() {
             let total = self.opened[i].load(Ordering::Relaxed);
-            let _ = writeln!(out, "switchboard_connections_total{{protocol=\"{label}\"}} {total}");
+            let _ = writeln!(
+                out,
+                "switchboard_connections_total{{protocol=\"{label}\"}} {total}"
+            );
         }
-        header(out, "switchboard_connections_refused_total", "counter", "WebSocket upgrades refused at the connection limit.");
-        let _ = writeln!(out, "switchboard_connections_refused_total {}", self.refused.load(Ordering::Relaxed));
-        header(out, "switchboard_slow_disconnects_total", "counter", "Connections closed because they could not keep up with their messages.");
-        let _ = writeln!(out, "switchboard_slow_disconnects_total {}", hub.slow_disconnects);
+        header(
+            out,
+            "switchboard_connections_refused_total",
+            "counter",
+            "WebSocket upgrades refused at the connection limit.",
+        );
+        let _ = writeln!(
+            out,
+            "switchboard_connections_refused_total {}",
+            self.refused.load(Ordering::Relaxed)
+        );
+        header(
+            out,
+            "switchboard_slow_disconnects_total",
+            "counter",
+            "Connections closed because they could not keep up with their messages.",
+        );
+        let _ = writeln!(
+            out,
+            "switchboard_slow_disconnects_total {}",
+            hub.slow_disconnects
+        );
 
         let core = &hub.core;
-        header(out, "switchboard_rooms", "gauge", "Rooms, random pairs included.");
+        header(
+            out,
+            "switchboard_rooms",
+            "gauge",
+            "Rooms, random pairs included.",
+        );
         let _ = writeln!(out, "switchboard_rooms {}", core.rooms);
-        header(out, "switchboard_participants", "gauge", "Participants in rooms, including those within their resume grace period.");
+        header(
+            out,
+            "switchboard_participants",
+            "gauge",
+            "Participants in rooms, including those within their resume grace period.",
+        );
         let _ = writeln!(out, "switchboard_participants {}", core.participants);
-        header(out, "switchboard_random_waiting", "gauge", "Connections waiting in the random lobby.");
+        header(
+            out,
+            "switchboard_random_waiting",
+            "gauge",
+            "Connections waiting in the random lobby.",
+        );
         let _ = writeln!(out, "switchboard_random_waiting {}", core.lobby_waiting);
-        header(out, "switchboard_messages_total", "counter", "Signaling messages accepted, by type.");
+        header(
+            out,
+            "switchboard_messages_total",
+            "counter",
+            "Signaling messages accepted, by type.",
+        );
         for kind in MessageKind::ALL {
-            let _ = writeln!(out, "switchboard_messages_total{{type=\"{}\"}} {}", kind.as_str(), core.messages[kind.index()]);
+            let _ = writeln!(
+                out,
+                "switchboard_messages_total{{type=\"{}\"}} {}",
+                kind.as_str(),
+                core.messages[kind.index()]
+            );
         }
-        header(out, "switchboard_errors_total", "counter", "Error messages sent to clients, by code.");
+        header(
+            out,
+            "switchboard_errors_total",
+            "counter",
+            "Error messages sent to clients, by code.",
+        );
         for code in ErrorCode::ALL {
-            let _ = writeln!(out, "switchboard_errors_total{{code=\"{}\"}} {}", code.as_str(), core.errors[code.index()]);
+            let _ = writeln!(
+                out,
+                "switchboard_errors_total{{code=\"{}\"}} {}",
+                code.as_str(),
+                core.errors[code.index()]
+            );
         }
     }
 }

@@ -26,7 +26,10 @@ impl WebAssets {
             Some(body) => {
                 let mut response = body.into_response();
                 let headers = response.headers_mut();
-                headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(mime_for(path)));
+                headers.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static(mime_for(path)),
+                );
                 // The app is small and changes with the binary; revalidating is cheap.
                 headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
                 response
@@ -38,8 +41,13 @@ impl WebAssets {
     async fn load(&self, path: &str) -> Option<Cow<'static, [u8]>> {
         let relative = safe_relative(path)?;
         match self {
-            WebAssets::Embedded => EMBEDDED.get_file(&relative).map(|f| Cow::Borrowed(f.contents())),
-            WebAssets::Directory(root) => tokio::fs::read(root.join(&relative)).await.ok().map(Cow::Owned),
+            WebAssets::Embedded => EMBEDDED
+                .get_file(&relative)
+                .map(|f| Cow::Borrowed(f.contents())),
+            WebAssets::Directory(root) => tokio::fs::read(root.join(&relative))
+                .await
+                .ok()
+                .map(Cow::Owned),
         }
     }
 }
@@ -58,7 +66,11 @@ fn safe_relative(path: &str) -> Option<PathBuf> {
 }
 
 fn mime_for(path: &str) -> &'static str {
-    match Path::new(path).extension().and_then(|e| e.to_str()).unwrap_or("") {
+    match Path::new(path)
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+    {
         "html" => "text/html; charset=utf-8",
         "js" | "mjs" => "text/javascript; charset=utf-8",
         "css" => "text/css; charset=utf-8",
@@ -79,11 +91,17 @@ mod tests {
 
     #[test]
     fn paths_cannot_escape_the_web_root() {
-        assert_eq!(safe_relative("/sdk/switchboard.js"), Some(PathBuf::from("sdk/switchboard.js")));
+        assert_eq!(
+            safe_relative("/sdk/switchboard.js"),
+            Some(PathBuf::from("sdk/switchboard.js"))
+        );
         assert_eq!(safe_relative("/../Cargo.toml"), None);
         assert_eq!(safe_relative("/sdk/../../x"), None);
         assert_eq!(safe_relative("/"), None);
-        assert_eq!(safe_relative("//etc/passwd"), Some(PathBuf::from("etc/passwd")));
+        assert_eq!(
+            safe_relative("//etc/passwd"),
+            Some(PathBuf::from("etc/passwd"))
+        );
     }
 
     #[test]

@@ -36,7 +36,12 @@ pub enum Protocol {
     Tutorial,
 }
 
-pub async fn serve_socket(socket: WebSocket, state: AppState, protocol: Protocol, _permit: OwnedSemaphorePermit) {
+pub async fn serve_socket(
+    socket: WebSocket,
+    state: AppState,
+    protocol: Protocol,
+    _permit: OwnedSemaphorePermit,
+) {
     let conn: ConnId = state.next_conn.fetch_add(1, Ordering::Relaxed);
     let (outbox, outbox_rx) = mpsc::channel(OUTBOX_CAPACITY);
     let connect = match protocol {
@@ -79,10 +84,18 @@ pub async fn serve_socket(socket: WebSocket, state: AppState, protocol: Protocol
                 protocol,
                 conn,
                 ErrorCode::MessageTooLarge,
-                format!("message of {} bytes exceeds the limit of {max_bytes} bytes", text.len()),
+                format!(
+                    "message of {} bytes exceeds the limit of {max_bytes} bytes",
+                    text.len()
+                ),
             ),
             Message::Text(text) => decode(protocol, conn, &text),
-            Message::Binary(_) => reject(protocol, conn, ErrorCode::BadJson, "binary frames are not supported; send JSON text".into()),
+            Message::Binary(_) => reject(
+                protocol,
+                conn,
+                ErrorCode::BadJson,
+                "binary frames are not supported; send JSON text".into(),
+            ),
             Message::Close(_) => break,
             Message::Ping(_) | Message::Pong(_) => continue,
         };
@@ -112,7 +125,12 @@ fn decode(protocol: Protocol, conn: ConnId, text: &str) -> Option<Command> {
             Err(error) => Command::Reject { conn, error },
         }),
         Protocol::Tutorial => match TutorialMessage::parse(text) {
-            Err(e) => reject(protocol, conn, ErrorCode::BadJson, format!("not valid JSON: {e}")),
+            Err(e) => reject(
+                protocol,
+                conn,
+                ErrorCode::BadJson,
+                format!("not valid JSON: {e}"),
+            ),
             // Like the reference server, messages of other types are ignored.
             Ok(msg) => msg.map(|msg| Command::Tutorial { conn, msg }),
         },
@@ -138,7 +156,8 @@ async fn write_loop(
     mut outbox: mpsc::Receiver<Utf8Bytes>,
     mut reader_done: oneshot::Receiver<Option<(u16, &'static str)>>,
 ) {
-    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_INTERVAL, PING_INTERVAL);
+    let mut ping =
+        tokio::time::interval_at(tokio::time::Instant::now() + PING_INTERVAL, PING_INTERVAL);
     let close = loop {
         tokio::select! {
             // Checked first: once the reader is done, an empty outbox means a normal close.
@@ -171,7 +190,10 @@ async fn write_loop(
     };
     if let Some((code, reason)) = close {
         let _ = sink
-            .send(Message::Close(Some(CloseFrame { code, reason: reason.into() })))
+            .send(Message::Close(Some(CloseFrame {
+                code,
+                reason: reason.into(),
+            })))
             .await;
     }
     let _ = sink.close().await;

@@ -571,3 +571,203 @@ impl WebDriverCompatibleCommand for ChromiumBrowserLog {
         )
     }
 }
+
+/// Settings for [`Browser::launch_with`]. The default launches exactly like
+/// [`Browser::launch`].
+#[derive(Clone, Debug, Default)]
+pub struct LaunchOptions {
+    /// Run the driver and the browser inside this network namespace (an `ip netns` name;
+    /// needs root). The test process stays where it is and reaches the driver through a
+    /// thread of its own that lives in the namespace.
+    pub netns: Option<String>,
+    /// Origins such as `http://198.51.100.1:8080` that count as secure contexts, so that a
+    /// page served over plain HTTP from an IP address may use the camera and microphone.
+    pub secure_origins: Vec<String>,
+}
+
+impl Browser {
+    /// [`Browser::launch`] with [`LaunchOptions`].
+    ///
+    /// With a network namespace, a dedicated thread enters it and runs a single-threaded
+    /// runtime for this browser: the driver (and so the browser) is started from that
+    /// thread and inherits its namespace, and the WebDriver client's connections to the
+    /// driver's loopback port are made from there too. The thread ends once the driver is
+    /// gone, i.e. after the `Browser` is dropped.
+    pub async fn launch_with(
+        kind: BrowserKind,
+        label: &str,
+        options: &LaunchOptions,
+    ) -> Result<Browser> {
+        let Some(netns) = options.netns.clone() else {
+            return Browser::launch_here(kind, label, options).await;
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let label = label.to_string();
+        let options = options.clone();
+        std::thread::Builder::new()
+            .name(format!("browser-{netns}"))
+            .spawn(move || {
+                let runtime = crate::process::enter_netns(&netns).and_then(|()| {
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .context("building the runtime of the namespace thread")
+                });
+                let runtime = match runtime {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                };
+                let launched = runtime
+                    .block_on(Browser::launch_here(kind, &label, &options))
+                    .with_context(|| format!("in network namespace {netns}"));
+                let pid = launched.as_ref().ok().map(|b| b.driver.pid());
+                // If nobody waits any more, the browser comes back and is dropped here.
+                if tx.send(launched).is_err() {
+                    return;
+                }
+                if let Some(pid) = pid {
+                    // Drive the WebDriver client's connection until the driver is killed.
+                    runtime.block_on(async move {
+                        while crate::process::is_running(pid) {
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                    });
+                }
+            })
+            .context("starting the namespace thread")?;
+        rx.await
+            .map_err(|_| anyhow!("the namespace thread of {kind:?} ended without a browser"))?
+    }
+
+    /// Starts several browsers with their options at once.
+    pub async fn launch_all_with(
+        specs: &[(BrowserKind, &str, &LaunchOptions)],
+    ) -> Result<Vec<Browser>> {
+        futures_util::future::try_join_all(
+            specs
+                .iter()
+                .map(|(kind, label, options)| Browser::launch_with(*kind, label, options)),
+        )
+        .await
+    }
+
+    /// What [`Browser::launch`] does, with the capabilities extended by `options`, in the
+    /// calling thread's network namespace.
+    async fn launch_here(
+        kind: BrowserKind,
+        label: &str,
+        options: &LaunchOptions,
+    ) -> Result<Browser> {
+        let started = Instant::now();
+        sweep_stale_profiles();
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{PROFILE_PREFIX}{}-", sanitize(label)))
+            .tempdir()
+            .context("creating the browser profile directory")?;
+        let port = free_port()?;
+        let log_path = dir.path().join("driver.log");
+        let (driver, mut capabilities) = match kind {
+            BrowserKind::Chromium => {
+                let profile = dir.path().join("profile");
+                let driver = DriverProcess::spawn(
+                    "chromedriver",
+                    &which("chromedriver", &["/usr/bin/chromedriver"])?,
+                    &[format!("--port={port}")],
+                    port,
+                    log_path,
+                    &profile,
+                )
+                .await?;
+                (driver, chromium_capabilities(&profile)?)
+            }
+            BrowserKind::Firefox => {
+                let profiles = dir.path().join("profiles");
+                std::fs::create_dir(&profiles)?;
+                let driver = DriverProcess::spawn(
+                    "geckodriver",
+                    &which("geckodriver", &[])?,
+                    &[
+                        "--port".into(),
+                        port.to_string(),
+                        "--profile-root".into(),
+                        profiles.to_string_lossy().into_owned(),
+                    ],
+                    port,
+                    log_path,
+                    &profiles,
+                )
+                .await?;
+                (driver, firefox_capabilities()?)
+            }
+        };
+        apply_launch_options(kind, &mut capabilities, options);
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        let client = ClientBuilder::new(connector)
+            .capabilities(capabilities)
+            .connect(&driver.url())
+            .await
+            .map_err(|e| {
+                anyhow!(
+                    "starting a {kind:?} session for {label}: {e}\ndriver output:\n{}",
+                    tail(&driver.log(), 30)
+                )
+            })?;
+        println!(
+            "[{label}] {kind:?} started in {:.1}s{}",
+            started.elapsed().as_secs_f64(),
+            options
+                .netns
+                .as_deref()
+                .map(|ns| format!(" in network namespace {ns}"))
+                .unwrap_or_default()
+        );
+        Ok(Browser {
+            client,
+            kind,
+            label: label.to_string(),
+            driver,
+            dir,
+        })
+    }
+}
+
+/// Adds what `options` asks for to capabilities built by `chromium_capabilities` or
+/// `firefox_capabilities`.
+fn apply_launch_options(kind: BrowserKind, caps: &mut Capabilities, options: &LaunchOptions) {
+    if options.secure_origins.is_empty() {
+        return;
+    }
+    match kind {
+        BrowserKind::Chromium => {
+            if let Some(Value::Array(args)) = caps
+                .get_mut("goog:chromeOptions")
+                .and_then(|o| o.get_mut("args"))
+            {
+                args.push(json!(format!(
+                    "--unsafely-treat-insecure-origin-as-secure={}",
+                    options.secure_origins.join(",")
+                )));
+            }
+        }
+        BrowserKind::Firefox => {
+            if let Some(Value::Object(prefs)) = caps
+                .get_mut("moz:firefoxOptions")
+                .and_then(|o| o.get_mut("prefs"))
+            {
+                // Firefox's allow-list takes host names (or addresses), not origins.
+                let hosts: Vec<String> = options
+                    .secure_origins
+                    .iter()
+                    .filter_map(|origin| url::Url::parse(origin).ok())
+                    .filter_map(|url| url.host_str().map(str::to_string))
+                    .collect();
+                prefs.insert("dom.securecontext.allowlist".into(), json!(hosts.join(",")));
+                prefs.insert("media.devices.insecure.enabled".into(), json!(true));
+                prefs.insert("media.getusermedia.insecure.enabled".into(), json!(true));
+            }
+        }
+    }
+}

@@ -153,3 +153,13 @@ pub async fn assert_peer_stats(viewer: &Browser, other: &str) -> anyhow::Result<
         None => Ok(()),
     }
 }
+
+mod recovery;
+pub use recovery::{
+    FrameSamples, PeerConnectionInfo, call_link, expect_peer_connection, frame_samples,
+    join_room_in_order, peer_connection, record_status, start_frame_sampler, status_history,
+    wait_peer_connection, wait_status_sequence,
+};
+
+pub use browser::LaunchOptions;
+pub use process::{enter_netns, in_netns};

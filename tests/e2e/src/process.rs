@@ -194,3 +194,47 @@ pub fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
+
+/// Moves the calling thread into the network namespace `name` (an `ip netns` name, i.e.
+/// `/run/netns/{name}`). Sockets the thread opens afterwards and processes it starts live in
+/// that namespace; other threads of the process stay where they are. Needs root.
+pub fn enter_netns(name: &str) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let path = Path::new("/run/netns").join(name);
+    let handle = File::open(&path)
+        .with_context(|| format!("opening network namespace {}", path.display()))?;
+    // SAFETY: setns(2) on a file descriptor we own; it changes only this thread.
+    if unsafe { libc::setns(handle.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("entering network namespace {name} (needs root)"));
+    }
+    Ok(())
+}
+
+/// Runs `f` on a fresh thread inside the network namespace `name` and returns its result.
+/// Sockets `f` creates stay in that namespace wherever they are used afterwards.
+pub fn in_netns<T, F>(name: &str, f: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    let name = name.to_string();
+    std::thread::spawn(move || -> Result<T> {
+        enter_netns(&name)?;
+        Ok(f())
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("a thread in network namespace panicked"))?
+}
+
+impl DriverProcess {
+    /// The driver's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+/// Whether process `pid` still runs (exists and is not a zombie).
+pub(crate) fn is_running(pid: u32) -> bool {
+    alive(pid as i32)
+}

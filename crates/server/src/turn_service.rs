@@ -1,0 +1,1011 @@
+//! TURN (and STUN) on real sockets: the tokio driver around the sans-IO `switchboard-turn`
+//! core.
+//!
+//! One task owns the core and every UDP socket: the client-facing socket on the STUN port
+//! and all relay sockets. It feeds the core what arrives, drains the core's outputs (send
+//! to a client, send from a relay socket to a peer, bind or close a relay socket) and
+//! sleeps until the core's next deadline. Keeping every socket in one task is what lets
+//! the relay path run without locks, channels or per-packet allocation: a datagram is read
+//! into a reused buffer, the core writes the relayed form into its own reused buffer, and
+//! the driver sends it with a non-blocking `try_send_to` (a full socket buffer drops the
+//! datagram, as a router would, instead of stalling every other allocation).
+//!
+//! Relay sockets are watched without polling each one: every socket has its own waker
+//! that sets the socket's bit in a ready bitmap and wakes the task, which then reads only
+//! the sockets whose bits are set (the scheme `FuturesUnordered` uses, without a boxed
+//! future per readiness event).
+//!
+//! TCP and TLS clients get one task per connection (bounded by a semaphore) that cuts the
+//! byte stream into STUN messages and padded ChannelData frames and hands them to the core
+//! task over a bounded channel; frames for the client come back over a bounded outbox. A
+//! client that does not read its outbox loses frames rather than slowing anyone down.
+//! Frame buffers circulate between connections and the core task instead of being
+//! allocated per frame.
+//!
+//! This module makes no protocol decision; those are the core's.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
+
+use futures_util::task::AtomicWaker;
+use switchboard_turn::channel_data::{self, Kind};
+use switchboard_turn::{
+    AllocationInfo, AuthFailure, BindError, Client, Destination, Direction, DropReason,
+    ERROR_CODES, Handled, Output, RelayId, RequestKind, Server, Stats, Transport, frame_len,
+};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::{sleep_until, timeout, timeout_at};
+use tracing::{Instrument, debug, trace, warn};
+
+use crate::metrics::header;
+use crate::stun_service::StunMetrics;
+
+/// Receive buffer for datagrams: the largest UDP payload, so nothing arrives truncated.
+const DATAGRAM_BUFFER_LEN: usize = 65_536;
+/// Largest frame on a TCP or TLS connection: a ChannelData message with 65535 bytes of
+/// data and its padding. Larger announced lengths close the connection.
+const MAX_STREAM_FRAME_LEN: usize = 4 + 65_535 + 1;
+/// Initial per-connection read buffer; it grows only for a large frame.
+const STREAM_BUFFER_LEN: usize = 4096;
+/// Datagrams read from one socket before the loop looks at the others.
+const BATCH: usize = 64;
+/// Frames queued for one TCP or TLS client before further ones are dropped.
+const OUTBOX_FRAMES: usize = 256;
+/// Frames from all connections queued for the core task.
+const INBOX_FRAMES: usize = 1024;
+/// Spare frame buffers the core task keeps.
+const POOL_BUFFERS: usize = 256;
+/// Spare frame buffers a connection keeps.
+const CONNECTION_STASH: usize = 4;
+/// How long a new connection may take to deliver its first frame.
+const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an established connection may stay silent: longer than the 5-minute
+/// permission refresh that any client with an allocation has to send.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(660);
+/// How long a write to a client may block its connection task.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a TLS handshake may take.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Socket buffer asked for on the client-facing UDP socket; the kernel may grant less.
+const UDP_SOCKET_BUFFER: usize = 4 << 20;
+/// Pause after a failed `accept` (usually out of file descriptors).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Counters of the driver itself, beyond what the core counts.
+#[derive(Debug, Default)]
+pub struct TurnMetrics {
+    /// Datagrams not sent because a socket buffer was full or the send failed.
+    pub send_failures: AtomicU64,
+    /// Frames dropped because a TCP or TLS client's outbox was full.
+    pub outbox_drops: AtomicU64,
+    /// TLS connections that failed or did not finish their handshake.
+    pub tls_handshake_failures: AtomicU64,
+    /// TLS connections open now.
+    pub tls_connections: AtomicU64,
+}
+
+impl TurnMetrics {
+    /// Appends the core's counters and the driver's in Prometheus text format.
+    pub fn render(&self, stats: &Stats, out: &mut String) {
+        use std::fmt::Write;
+        let gauges = [
+            (
+                "switchboard_turn_allocations",
+                "TURN allocations.",
+                stats.allocations,
+            ),
+            (
+                "switchboard_turn_permissions",
+                "TURN permissions over all allocations.",
+                stats.permissions,
+            ),
+            (
+                "switchboard_turn_channels",
+                "TURN channel bindings over all allocations.",
+                stats.channels,
+            ),
+            (
+                "switchboard_turn_reservations",
+                "Relay ports reserved by EVEN-PORT.",
+                stats.reservations,
+            ),
+            (
+                "switchboard_turn_tls_connections",
+                "Open TURN-over-TLS connections.",
+                self.tls_connections.load(Ordering::Relaxed),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            header(out, name, "gauge", help);
+            let _ = writeln!(out, "{name} {value}");
+        }
+        let counters = [
+            (
+                "switchboard_turn_allocations_created_total",
+                "TURN allocations created.",
+                stats.allocations_created,
+            ),
+            (
+                "switchboard_turn_allocations_expired_total",
+                "TURN allocations ended by their lifetime running out.",
+                stats.allocations_expired,
+            ),
+            (
+                "switchboard_turn_send_failures_total",
+                "Datagrams the TURN server could not send (socket buffer full or send error).",
+                self.send_failures.load(Ordering::Relaxed),
+            ),
+            (
+                "switchboard_turn_outbox_drops_total",
+                "Frames dropped for TCP/TLS clients that did not read fast enough.",
+                self.outbox_drops.load(Ordering::Relaxed),
+            ),
+            (
+                "switchboard_turn_tls_handshake_failures_total",
+                "TURN-over-TLS connections whose handshake failed or timed out.",
+                self.tls_handshake_failures.load(Ordering::Relaxed),
+            ),
+        ];
+        for (name, help, value) in counters {
+            header(out, name, "counter", help);
+            let _ = writeln!(out, "{name} {value}");
+        }
+        header(
+            out,
+            "switchboard_turn_requests_total",
+            "counter",
+            "TURN requests and Send indications received, by method.",
+        );
+        for kind in RequestKind::ALL {
+            let _ = writeln!(
+                out,
+                "switchboard_turn_requests_total{{method=\"{}\"}} {}",
+                kind.as_str(),
+                stats.requests(kind)
+            );
+        }
+        header(
+            out,
+            "switchboard_turn_relayed_bytes_total",
+            "counter",
+            "Application bytes relayed, by direction.",
+        );
+        for direction in Direction::ALL {
+            let _ = writeln!(
+                out,
+                "switchboard_turn_relayed_bytes_total{{direction=\"{}\"}} {}",
+                direction.as_str(),
+                stats.relayed(direction).bytes
+            );
+        }
+        header(
+            out,
+            "switchboard_turn_relayed_packets_total",
+            "counter",
+            "Packets relayed, by direction.",
+        );
+        for direction in Direction::ALL {
+            let _ = writeln!(
+                out,
+                "switchboard_turn_relayed_packets_total{{direction=\"{}\"}} {}",
+                direction.as_str(),
+                stats.relayed(direction).packets
+            );
+        }
+        header(
+            out,
+            "switchboard_turn_auth_failures_total",
+            "counter",
+            "TURN requests that failed authentication, by reason (missing_credentials is the normal first challenge).",
+        );
+        for failure in AuthFailure::ALL {
+            let _ = writeln!(
+                out,
+                "switchboard_turn_auth_failures_total{{reason=\"{}\"}} {}",
+                failure.as_str(),
+                stats.auth_failures(failure)
+            );
+        }
+        header(
+            out,
+            "switchboard_turn_errors_total",
+            "counter",
+            "TURN error responses sent, by code.",
+        );
+        for code in ERROR_CODES {
+            let _ = writeln!(
+                out,
+                "switchboard_turn_errors_total{{code=\"{}\"}} {}",
+                code.code(),
+                stats.errors(code)
+            );
+        }
+        header(
+            out,
+            "switchboard_turn_dropped_total",
+            "counter",
+            "Messages neither answered nor relayed, by reason.",
+        );
+        for reason in DropReason::ALL {
+            let _ = writeln!(
+                out,
+                "switchboard_turn_dropped_total{{reason=\"{}\"}} {}",
+                reason.as_str(),
+                stats.dropped(reason)
+            );
+        }
+    }
+}
+
+/// Questions for the core task from the HTTP front.
+enum Query {
+    Stats(oneshot::Sender<Stats>),
+    Allocations(oneshot::Sender<Vec<AllocationInfo>>),
+}
+
+/// The HTTP front's way to ask the TURN task about its state.
+#[derive(Clone, Debug)]
+pub struct TurnHandle {
+    queries: mpsc::Sender<Query>,
+}
+
+impl TurnHandle {
+    /// The core's counters, or `None` once the service has stopped.
+    pub async fn stats(&self) -> Option<Stats> {
+        let (tx, rx) = oneshot::channel();
+        self.queries.send(Query::Stats(tx)).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// Every allocation, or `None` once the service has stopped.
+    pub async fn allocations(&self) -> Option<Vec<AllocationInfo>> {
+        let (tx, rx) = oneshot::channel();
+        self.queries.send(Query::Allocations(tx)).await.ok()?;
+        rx.await.ok()
+    }
+}
+
+/// Sockets and limits for [`spawn`].
+pub struct TurnSockets {
+    /// The client-facing UDP socket (the STUN port).
+    pub udp: UdpSocket,
+    /// The client-facing TCP listener (the STUN port).
+    pub tcp: TcpListener,
+    /// The TLS listener and its acceptor, when a certificate is configured.
+    pub tls: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
+    /// TCP and TLS connections served at once, each listener counted separately.
+    pub max_connections: usize,
+}
+
+/// Starts the core task and the TCP (and TLS) accept loops; returns the query handle and
+/// the tasks, which end on shutdown.
+pub fn spawn(
+    core: Server,
+    sockets: TurnSockets,
+    stun_metrics: Arc<StunMetrics>,
+    metrics: Arc<TurnMetrics>,
+    shutdown: watch::Receiver<bool>,
+) -> (TurnHandle, Vec<JoinHandle<()>>) {
+    let (query_tx, query_rx) = mpsc::channel(16);
+    let (event_tx, event_rx) = mpsc::channel(INBOX_FRAMES);
+    if let Err(error) = socket2::SockRef::from(&sockets.udp).set_recv_buffer_size(UDP_SOCKET_BUFFER)
+    {
+        debug!(%error, "cannot enlarge the UDP receive buffer");
+    }
+    if let Err(error) = socket2::SockRef::from(&sockets.udp).set_send_buffer_size(UDP_SOCKET_BUFFER)
+    {
+        debug!(%error, "cannot enlarge the UDP send buffer");
+    }
+    let relays = Relays::new(core.relay_capacity());
+    let driver = Driver {
+        core,
+        udp: sockets.udp,
+        relays,
+        connections: HashMap::new(),
+        pool: Vec::new(),
+        events: event_rx,
+        queries: query_rx,
+        stun_metrics: stun_metrics.clone(),
+        metrics: metrics.clone(),
+        udp_buf: vec![0; DATAGRAM_BUFFER_LEN],
+        relay_buf: vec![0; DATAGRAM_BUFFER_LEN],
+    };
+    let mut tasks = vec![tokio::spawn(
+        driver
+            .run(shutdown.clone())
+            .instrument(tracing::debug_span!("turn")),
+    )];
+    let acceptor = Acceptor {
+        events: event_tx,
+        stun_metrics,
+        metrics,
+        max_connections: sockets.max_connections,
+    };
+    tasks.push(tokio::spawn(acceptor.clone().run(
+        sockets.tcp,
+        None,
+        shutdown.clone(),
+    )));
+    if let Some((listener, tls)) = sockets.tls {
+        tasks.push(tokio::spawn(acceptor.run(listener, Some(tls), shutdown)));
+    }
+    (TurnHandle { queries: query_tx }, tasks)
+}
+
+/// Resolves once the watch value is `true` or its sender is gone.
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+// ----- Relay sockets and their readiness -----
+
+/// Which relay sockets may have datagrams: one bit per socket index.
+struct ReadySet {
+    bits: Box<[AtomicU64]>,
+    /// Set with any bit, so an idle check is one load instead of a scan.
+    any: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl ReadySet {
+    fn mark(&self, index: usize) {
+        self.bits[index / 64].fetch_or(1 << (index % 64), Ordering::Release);
+        self.any.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
+/// The waker of one relay socket: it marks the socket ready.
+struct SocketWaker {
+    index: usize,
+    ready: Arc<ReadySet>,
+}
+
+impl Wake for SocketWaker {
+    fn wake(self: Arc<Self>) {
+        self.ready.mark(self.index);
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.ready.mark(self.index);
+    }
+}
+
+struct RelaySocket {
+    relay: RelayId,
+    socket: UdpSocket,
+    waker: Waker,
+}
+
+/// The relay sockets, indexed like the core's relay ids.
+struct Relays {
+    sockets: Vec<Option<RelaySocket>>,
+    ready: Arc<ReadySet>,
+}
+
+impl Relays {
+    fn new(capacity: usize) -> Self {
+        let words = capacity.div_ceil(64).max(1);
+        Self {
+            sockets: (0..capacity).map(|_| None).collect(),
+            ready: Arc::new(ReadySet {
+                bits: (0..words).map(|_| AtomicU64::new(0)).collect(),
+                any: AtomicBool::new(false),
+                task: AtomicWaker::new(),
+            }),
+        }
+    }
+
+    /// Resolves when some relay socket has been woken.
+    fn ready(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            self.ready.task.register(cx.waker());
+            if self.ready.any.swap(false, Ordering::AcqRel) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+    }
+
+    fn get(&self, relay: RelayId) -> Option<&RelaySocket> {
+        self.sockets
+            .get(relay.index())?
+            .as_ref()
+            .filter(|s| s.relay == relay)
+    }
+
+    fn bind(
+        &mut self,
+        relay: RelayId,
+        addr: SocketAddr,
+        dont_fragment: bool,
+    ) -> Result<(), BindError> {
+        let index = relay.index();
+        if index >= self.sockets.len() {
+            return Err(BindError::Failed);
+        }
+        let failed = |error: io::Error| {
+            if error.kind() == io::ErrorKind::AddrInUse {
+                BindError::AddrInUse
+            } else {
+                debug!(%addr, %error, "relay socket bind failed");
+                BindError::Failed
+            }
+        };
+        let socket = std::net::UdpSocket::bind(addr).map_err(failed)?;
+        socket.set_nonblocking(true).map_err(failed)?;
+        if dont_fragment {
+            set_dont_fragment(&socket, addr.is_ipv6()).map_err(failed)?;
+        }
+        let socket = UdpSocket::from_std(socket).map_err(failed)?;
+        let waker = Waker::from(Arc::new(SocketWaker {
+            index,
+            ready: self.ready.clone(),
+        }));
+        self.sockets[index] = Some(RelaySocket {
+            relay,
+            socket,
+            waker,
+        });
+        // The first read registers the socket's waker.
+        self.ready.mark(index);
+        Ok(())
+    }
+
+    fn close(&mut self, relay: RelayId) {
+        if let Some(slot) = self.sockets.get_mut(relay.index())
+            && slot.as_ref().is_some_and(|s| s.relay == relay)
+        {
+            *slot = None;
+        }
+    }
+}
+
+/// Sets the DF bit on every datagram the socket sends (DONT-FRAGMENT).
+#[cfg(target_os = "linux")]
+fn set_dont_fragment(socket: &std::net::UdpSocket, ipv6: bool) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let (level, name, value) = if ipv6 {
+        (
+            libc::IPPROTO_IPV6,
+            libc::IPV6_MTU_DISCOVER,
+            libc::IPV6_PMTUDISC_DO,
+        )
+    } else {
+        (
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_DO,
+        )
+    };
+    // SAFETY: the descriptor is open for as long as `socket` is borrowed, and the option
+    // value is a c_int whose exact size is passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Elsewhere the DF bit cannot be forced, and an allocation asking for it fails.
+#[cfg(not(target_os = "linux"))]
+fn set_dont_fragment(_: &std::net::UdpSocket, _: bool) -> io::Result<()> {
+    Err(io::Error::from(io::ErrorKind::Unsupported))
+}
+
+// ----- The core task -----
+
+/// What connection tasks tell the core task.
+enum ConnectionEvent {
+    Opened {
+        client: Client,
+        outbox: mpsc::Sender<Vec<u8>>,
+    },
+    Frame {
+        client: Client,
+        frame: Vec<u8>,
+    },
+    Closed {
+        client: Client,
+    },
+}
+
+struct Driver {
+    core: Server,
+    udp: UdpSocket,
+    relays: Relays,
+    /// Outboxes of TCP and TLS clients.
+    connections: HashMap<Client, mpsc::Sender<Vec<u8>>>,
+    /// Spare frame buffers for outboxes.
+    pool: Vec<Vec<u8>>,
+    events: mpsc::Receiver<ConnectionEvent>,
+    queries: mpsc::Receiver<Query>,
+    stun_metrics: Arc<StunMetrics>,
+    metrics: Arc<TurnMetrics>,
+    udp_buf: Vec<u8>,
+    relay_buf: Vec<u8>,
+}
+
+impl Driver {
+    async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        // Far enough to mean "no deadline", near enough not to overflow.
+        let idle = || tokio::time::Instant::now() + Duration::from_secs(86_400);
+        let sleep = sleep_until(idle());
+        tokio::pin!(sleep);
+        let mut armed = None;
+        loop {
+            let deadline = self.core.poll_timeout();
+            if deadline != armed {
+                sleep
+                    .as_mut()
+                    .reset(deadline.map_or_else(idle, tokio::time::Instant::from_std));
+                armed = deadline;
+            }
+            tokio::select! {
+                () = stopped(&mut shutdown) => break,
+                received = self.udp.recv_from(&mut self.udp_buf) => {
+                    match received {
+                        Ok((len, from)) => self.client_datagram(len, from),
+                        Err(error) => trace!(%error, "TURN UDP receive failed"),
+                    }
+                    // More datagrams are usually waiting; take them without another select.
+                    for _ in 1..BATCH {
+                        match self.udp.try_recv_from(&mut self.udp_buf) {
+                            Ok((len, from)) => self.client_datagram(len, from),
+                            Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                            Err(error) => trace!(%error, "TURN UDP receive failed"),
+                        }
+                    }
+                }
+                () = self.relays.ready() => self.read_relays(),
+                Some(event) = self.events.recv() => self.connection_event(event),
+                Some(query) = self.queries.recv() => self.answer(query),
+                () = &mut sleep => {
+                    let now = Instant::now();
+                    self.core.handle_timeout(now);
+                    self.flush(now);
+                    armed = None;
+                }
+            }
+        }
+        debug!("TURN loop stopped");
+    }
+
+    fn answer(&mut self, query: Query) {
+        match query {
+            Query::Stats(reply) => {
+                let _ = reply.send(self.core.stats().clone());
+            }
+            Query::Allocations(reply) => {
+                let _ = reply.send(self.core.allocations(Instant::now()));
+            }
+        }
+    }
+
+    fn client_datagram(&mut self, len: usize, from: SocketAddr) {
+        self.stun_metrics
+            .requests_udp
+            .fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        let client = Client {
+            transport: Transport::Udp,
+            addr: from,
+        };
+        let handled = self.core.handle_client(client, &self.udp_buf[..len], now);
+        self.record(handled);
+        self.flush(now);
+    }
+
+    /// Keeps the STUN service's counters meaningful while TURN answers the port.
+    fn record(&self, handled: Handled) {
+        let counter = match handled {
+            Handled::Success => &self.stun_metrics.responses,
+            Handled::Error(_) => &self.stun_metrics.errors,
+            Handled::Dropped(_) => &self.stun_metrics.dropped,
+            Handled::Relayed | Handled::Pending => return,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn read_relays(&mut self) {
+        let now = Instant::now();
+        let ready = self.relays.ready.clone();
+        for (word, bits) in ready.bits.iter().enumerate() {
+            let mut bits = bits.swap(0, Ordering::AcqRel);
+            while bits != 0 {
+                let index = word * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                self.read_relay(index, now);
+            }
+        }
+    }
+
+    /// Reads one relay socket until it would block (or a batch is done, in which case it
+    /// is marked ready again so that the other sockets get their turn first).
+    fn read_relay(&mut self, index: usize, now: Instant) {
+        for _ in 0..BATCH {
+            let received = {
+                let Some(Some(relay)) = self.relays.sockets.get(index) else {
+                    return;
+                };
+                let mut cx = Context::from_waker(&relay.waker);
+                let mut buf = ReadBuf::new(&mut self.relay_buf);
+                match relay.socket.poll_recv_from(&mut cx, &mut buf) {
+                    Poll::Ready(Ok(peer)) => (relay.relay, peer, buf.filled().len()),
+                    Poll::Ready(Err(error)) => {
+                        trace!(%error, "relay receive failed");
+                        continue;
+                    }
+                    // The socket's waker is registered again; its bit comes back with data.
+                    Poll::Pending => return,
+                }
+            };
+            let (relay, peer, len) = received;
+            let handled = self
+                .core
+                .handle_peer(relay, peer, &self.relay_buf[..len], now);
+            trace!(?relay, %peer, ?handled, "from peer");
+            self.flush(now);
+        }
+        self.relays.ready.mark(index);
+    }
+
+    fn connection_event(&mut self, event: ConnectionEvent) {
+        let now = Instant::now();
+        match event {
+            ConnectionEvent::Opened { client, outbox } => {
+                self.connections.insert(client, outbox);
+            }
+            ConnectionEvent::Frame { client, frame } => {
+                self.stun_metrics
+                    .requests_tcp
+                    .fetch_add(1, Ordering::Relaxed);
+                let handled = self.core.handle_client(client, &frame, now);
+                self.record(handled);
+                if self.pool.len() < POOL_BUFFERS {
+                    self.pool.push(frame);
+                }
+                self.flush(now);
+            }
+            ConnectionEvent::Closed { client } => {
+                self.connections.remove(&client);
+                self.core.client_closed(client);
+                self.flush(now);
+            }
+        }
+    }
+
+    /// Carries out everything the core has queued.
+    fn flush(&mut self, now: Instant) {
+        while let Some(output) = self.core.poll_output() {
+            match output {
+                Output::Transmit(transmit) => match transmit.destination {
+                    Destination::Client(client) if client.transport == Transport::Udp => {
+                        send_datagram(&self.udp, transmit.data, client.addr, &self.metrics);
+                    }
+                    Destination::Client(client) => {
+                        let Some(outbox) = self.connections.get(&client) else {
+                            continue;
+                        };
+                        let mut frame = self.pool.pop().unwrap_or_default();
+                        frame.clear();
+                        frame.extend_from_slice(transmit.data);
+                        match outbox.try_send(frame) {
+                            Ok(()) => {}
+                            Err(mpsc::error::TrySendError::Full(frame)) => {
+                                self.metrics.outbox_drops.fetch_add(1, Ordering::Relaxed);
+                                self.pool.push(frame);
+                            }
+                            Err(mpsc::error::TrySendError::Closed(frame)) => self.pool.push(frame),
+                        }
+                    }
+                    Destination::Peer { relay, addr } => match self.relays.get(relay) {
+                        Some(socket) => {
+                            send_datagram(&socket.socket, transmit.data, addr, &self.metrics)
+                        }
+                        None => trace!(?relay, "no socket for relay"),
+                    },
+                },
+                Output::BindRelay {
+                    relay,
+                    addr,
+                    dont_fragment,
+                } => {
+                    let result = self.relays.bind(relay, addr, dont_fragment);
+                    self.core.relay_bound(relay, result, now);
+                }
+                Output::CloseRelay { relay } => self.relays.close(relay),
+            }
+        }
+    }
+}
+
+fn send_datagram(socket: &UdpSocket, data: &[u8], to: SocketAddr, metrics: &TurnMetrics) {
+    if let Err(error) = socket.try_send_to(data, to) {
+        metrics.send_failures.fetch_add(1, Ordering::Relaxed);
+        trace!(%to, %error, "datagram not sent");
+    }
+}
+
+// ----- TCP and TLS connections -----
+
+#[derive(Clone)]
+struct Acceptor {
+    events: mpsc::Sender<ConnectionEvent>,
+    stun_metrics: Arc<StunMetrics>,
+    metrics: Arc<TurnMetrics>,
+    max_connections: usize,
+}
+
+impl Acceptor {
+    async fn run(
+        self,
+        listener: TcpListener,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let capacity = self
+            .max_connections
+            .min(Semaphore::MAX_PERMITS)
+            .min(u32::MAX as usize);
+        let slots = Arc::new(Semaphore::new(capacity));
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        warn!(%error, "TURN accept failed");
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
+                        continue;
+                    }
+                },
+                () = stopped(&mut shutdown) => break,
+            };
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                self.stun_metrics
+                    .tcp_rejected
+                    .fetch_add(1, Ordering::Relaxed);
+                debug!(%peer, "TURN connection refused at the connection limit");
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let this = self.clone();
+            let shutdown = shutdown.clone();
+            match tls.clone() {
+                None => {
+                    let span = tracing::debug_span!("turn_tcp", %peer);
+                    let client = Client {
+                        transport: Transport::Tcp,
+                        addr: peer,
+                    };
+                    tokio::spawn(
+                        this.serve(stream, client, shutdown, permit)
+                            .instrument(span),
+                    );
+                }
+                Some(tls) => {
+                    let span = tracing::debug_span!("turn_tls", %peer);
+                    tokio::spawn(
+                        this.serve_tls(stream, tls, peer, shutdown, permit)
+                            .instrument(span),
+                    );
+                }
+            }
+        }
+        // Connection tasks hold permits and watch the same shutdown signal: getting every
+        // permit back means they have all ended.
+        let _ = slots.acquire_many(capacity as u32).await;
+        debug!("TURN accept loop stopped");
+    }
+
+    async fn serve_tls(
+        self,
+        stream: TcpStream,
+        tls: tokio_rustls::TlsAcceptor,
+        peer: SocketAddr,
+        mut shutdown: watch::Receiver<bool>,
+        permit: OwnedSemaphorePermit,
+    ) {
+        let handshake = tokio::select! {
+            handshake = timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(stream)) => handshake,
+            () = stopped(&mut shutdown) => return,
+        };
+        let stream = match handshake {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => {
+                self.metrics
+                    .tls_handshake_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                debug!(%error, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                self.metrics
+                    .tls_handshake_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                debug!("TLS handshake timed out");
+                return;
+            }
+        };
+        let client = Client {
+            transport: Transport::Tls,
+            addr: peer,
+        };
+        self.metrics.tls_connections.fetch_add(1, Ordering::Relaxed);
+        let metrics = self.metrics.clone();
+        self.serve(stream, client, shutdown, permit).await;
+        metrics.tls_connections.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    async fn serve<S: AsyncRead + AsyncWrite + Send + 'static>(
+        self,
+        stream: S,
+        client: Client,
+        mut shutdown: watch::Receiver<bool>,
+        _permit: OwnedSemaphorePermit,
+    ) {
+        self.stun_metrics
+            .tcp_connections
+            .fetch_add(1, Ordering::Relaxed);
+        debug!("TURN connection opened");
+        let (outbox, frames) = mpsc::channel(OUTBOX_FRAMES);
+        let closed = if self
+            .events
+            .send(ConnectionEvent::Opened { client, outbox })
+            .await
+            .is_ok()
+        {
+            let closed = Connection::new(client, self.events.clone(), frames)
+                .run(stream, &mut shutdown)
+                .await;
+            let _ = self.events.send(ConnectionEvent::Closed { client }).await;
+            closed
+        } else {
+            Closed::Shutdown
+        };
+        self.stun_metrics
+            .tcp_connections
+            .fetch_sub(1, Ordering::Relaxed);
+        debug!(%closed, "TURN connection closed");
+    }
+}
+
+/// Why a connection ended.
+enum Closed {
+    Eof,
+    Truncated,
+    Idle,
+    Shutdown,
+    Framing(switchboard_turn::FrameError),
+    /// ChannelData before any STUN message, which no client sends (a channel needs an
+    /// allocation first): most likely another protocol, such as HTTP, on the wrong port.
+    ChannelDataFirst,
+    Io(io::ErrorKind),
+}
+
+impl std::fmt::Display for Closed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Eof => f.write_str("peer closed"),
+            Self::Truncated => f.write_str("peer closed in the middle of a frame"),
+            Self::Idle => f.write_str("idle timeout"),
+            Self::Shutdown => f.write_str("server shutting down"),
+            Self::Framing(error) => write!(f, "framing: {error}"),
+            Self::ChannelDataFirst => f.write_str("ChannelData before any STUN message"),
+            Self::Io(kind) => write!(f, "I/O: {kind}"),
+        }
+    }
+}
+
+/// One TCP or TLS client: frames its bytes for the core task, writes the core's frames.
+struct Connection {
+    client: Client,
+    events: mpsc::Sender<ConnectionEvent>,
+    frames: mpsc::Receiver<Vec<u8>>,
+    stash: Vec<Vec<u8>>,
+}
+
+impl Connection {
+    fn new(
+        client: Client,
+        events: mpsc::Sender<ConnectionEvent>,
+        frames: mpsc::Receiver<Vec<u8>>,
+    ) -> Self {
+        Self {
+            client,
+            events,
+            frames,
+            stash: Vec::new(),
+        }
+    }
+
+    async fn run<S: AsyncRead + AsyncWrite>(
+        mut self,
+        stream: S,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Closed {
+        let (mut reader, mut writer) = tokio::io::split(stream);
+        let mut buf = vec![0u8; STREAM_BUFFER_LEN];
+        let mut filled = 0;
+        let mut deadline = tokio::time::Instant::now() + FIRST_FRAME_TIMEOUT;
+        let mut first = true;
+        loop {
+            // Hand every complete frame to the core task.
+            loop {
+                if first && filled > 0 && channel_data::kind(&buf[..filled]) == Kind::ChannelData {
+                    return Closed::ChannelDataFirst;
+                }
+                match frame_len(&buf[..filled], MAX_STREAM_FRAME_LEN) {
+                    Ok(Some(len)) if len <= filled => {
+                        let mut frame = self.stash.pop().unwrap_or_default();
+                        frame.clear();
+                        frame.extend_from_slice(&buf[..len]);
+                        let event = ConnectionEvent::Frame {
+                            client: self.client,
+                            frame,
+                        };
+                        if self.events.send(event).await.is_err() {
+                            return Closed::Shutdown;
+                        }
+                        buf.copy_within(len..filled, 0);
+                        filled -= len;
+                        first = false;
+                        deadline = tokio::time::Instant::now() + IDLE_TIMEOUT;
+                    }
+                    Ok(Some(len)) => {
+                        if len > buf.len() {
+                            buf.resize(len, 0);
+                        }
+                        break;
+                    }
+                    Ok(None) => break,
+                    Err(error) => return Closed::Framing(error),
+                }
+            }
+            tokio::select! {
+                read = timeout_at(deadline, reader.read(&mut buf[filled..])) => match read {
+                    Err(_) => return Closed::Idle,
+                    Ok(Ok(0)) if filled == 0 => return Closed::Eof,
+                    Ok(Ok(0)) => return Closed::Truncated,
+                    Ok(Ok(n)) => filled += n,
+                    Ok(Err(error)) => return Closed::Io(error.kind()),
+                },
+                Some(frame) = self.frames.recv() => {
+                    // Flushing matters for TLS, which buffers records; for TCP it is free.
+                    let write = async {
+                        writer.write_all(&frame).await?;
+                        writer.flush().await
+                    };
+                    match timeout(WRITE_TIMEOUT, write).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(error)) => return Closed::Io(error.kind()),
+                        Err(_) => return Closed::Idle,
+                    }
+                    if self.stash.len() < CONNECTION_STASH {
+                        self.stash.push(frame);
+                    }
+                }
+                () = stopped(shutdown) => return Closed::Shutdown,
+            }
+        }
+    }
+}
