@@ -10,8 +10,19 @@
  *   own tracks, so the call starts with one offer/answer round trip instead of glare. If no
  *   offer comes within a few seconds it starts negotiating itself.
  * - Trickle ICE (`candidate` messages, `null` = end of candidates) and **ICE restart** when
- *   the connection fails or stays disconnected: the impolite side restarts, the polite side
- *   asks it to with `ice-restart`.
+ *   the connection fails or stays disconnected. The restart offer always comes from the
+ *   side that is the *DTLS server*; the DTLS client asks it to with `ice-restart`. DTLS
+ *   roles must survive an ICE restart, and an answerer does not always keep its role:
+ *   Firefox answers an ICE-restart offer of `a=setup:actpass` with `active` whatever its
+ *   role was, so if it was the server, the offerer (then the client) fails with "Failed to
+ *   set SSL role for the transport". When the restart offer comes from the server, the
+ *   answerer is the client already, and `active` is what every browser answers.
+ * - **New connection** as the last resort: when applying a description fails, or the
+ *   connection stays failed after an ICE restart, the impolite side closes its
+ *   `RTCPeerConnection` and offers from a fresh one (the polite side asks it to, over the
+ *   data channel or with `ice-restart`). The other side recognises an offer for a new
+ *   connection by its SDP session id (the `o=` line) and starts afresh too. Remote streams
+ *   keep their ids (they come from the sender's streams), so tiles stay where they are.
  * - One data channel (`negotiated: true, id: 0`, so no glare) carrying JSON control messages
  *   — chat, media state (which stream is camera or screen, mic/camera on or off) — and file
  *   transfers (a `file` header, then 16 KiB binary chunks with backpressure).
@@ -42,6 +53,12 @@ const KIND_FALLBACK_MS = 3000;
 const DISCONNECTED_GRACE_MS = 4000;
 const MAX_PENDING_MESSAGES = 200;
 const ANSWER_TIMEOUT_MS = 15000;
+/** How long a connection may stay failed after an ICE restart before it is rebuilt. */
+const RESTART_PATIENCE_MS = 4000;
+/** Minimum time between two new connections to the same peer. */
+const REBUILD_MIN_INTERVAL_MS = 5000;
+/** Minimum time between two `ice-restart` requests passed back to the DTLS server. */
+const RESTART_BOUNCE_MS = 3000;
 
 /**
  * What this side currently sends, as the owner sees it.
@@ -59,6 +76,8 @@ const ANSWER_TIMEOUT_MS = 15000;
  * @property {boolean} polite whether this side yields on offer glare
  * @property {boolean} passive wait for the remote offer before adding local media
  * @property {RTCIceServer[]} iceServers
+ * @property {() => RTCIceServer[]} [currentIceServers] fresh ICE servers (TURN credentials
+ *   expire) for when the connection is rebuilt; defaults to `iceServers`
  * @property {boolean} sendMedia whether local streams are sent on this link
  * @property {boolean} sendOnly send with `sendonly` transceivers (one-way broadcast)
  * @property {(msg: ClientMessage) => void} signal sends a signaling message
@@ -70,7 +89,8 @@ const ANSWER_TIMEOUT_MS = 15000;
  * @typedef {{ t: 'chat', text: string, ts: number }
  *   | { t: 'state', streams: Record<string, StreamKind>, mic: boolean, camera: boolean }
  *   | { t: 'file', id: string, name: string, size: number, mime: string }
- *   | { t: 'file-abort', id: string }} ChannelMessage
+ *   | { t: 'file-abort', id: string }
+ *   | { t: 'reconnect' }} ChannelMessage
  */
 
 /**
@@ -157,7 +177,11 @@ export class PeerLink extends Emitter {
     this._remoteStreams = new Map();
     /** @type {Map<string, StreamKind>} remote stream kinds as the peer declared them */
     this._remoteKinds = new Map();
-    /** @type {Map<string, StreamKind>} remote streams already reported with `stream` */
+    /**
+     * Remote streams reported with `stream`, by id. After a new connection the entry keeps
+     * the old stream until the new one with the same id is reported.
+     * @type {Map<string, { stream: MediaStream, kind: StreamKind }>}
+     */
     this._announced = new Map();
     /** The peer's microphone/camera switches as last reported. */
     this.remoteMedia = { mic: true, camera: true };
@@ -180,8 +204,23 @@ export class PeerLink extends Emitter {
     this._recoverTimer = undefined;
     /** @type {ReturnType<typeof setTimeout> | undefined} */
     this._answerTimer = undefined;
+    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    this._rebuildTimer = undefined;
     this._recoverAttempts = 0;
     this._lastState = '';
+    /** When we last restarted ICE or asked for it (`performance.now()`), 0 once connected. */
+    this._restartedAt = 0;
+    /** When we last passed an `ice-restart` request back to the DTLS server. */
+    this._lastBounce = -Infinity;
+    /** Offers of ours that went unanswered in a row. */
+    this._unanswered = 0;
+    /** Applying a description failed: this peer connection cannot be trusted any more. */
+    this._broken = false;
+    this._lastRebuild = -Infinity;
+    /** How many times the peer connection was replaced by a new one. */
+    this.rebuilds = 0;
+    /** @type {Set<string>} SDP session ids of the peer's replaced connections */
+    this._deadSessions = new Set();
 
     this._wirePeerConnection();
     if (this.passive) {
@@ -200,28 +239,61 @@ export class PeerLink extends Emitter {
   _wirePeerConnection() {
     const pc = this.pc;
     pc.onnegotiationneeded = async () => {
-      if (this.closed) return;
+      if (this.closed || pc !== this.pc) return;
       try {
         this._makingOffer = true;
         await pc.setLocalDescription();
-        this._sendLocalDescription();
+        if (pc === this.pc) this._sendLocalDescription();
       } catch (err) {
         console.warn(`switchboard: offer to ${this.peerId} failed`, err);
+        this._descriptionFailed(err, pc);
       } finally {
-        this._makingOffer = false;
+        if (pc === this.pc) this._makingOffer = false;
       }
     };
     pc.onicecandidate = ({ candidate }) => {
-      if (this.closed) return;
+      if (this.closed || pc !== this.pc) return;
       this._opts.signal({
         type: 'candidate',
         to: this.peerId,
         candidate: candidate && candidate.candidate ? candidate.toJSON() : null,
       });
     };
-    pc.ontrack = (ev) => this._onTrack(ev);
-    pc.onconnectionstatechange = () => this._onStateChange();
-    pc.oniceconnectionstatechange = () => this._onStateChange();
+    pc.ontrack = (ev) => {
+      if (pc === this.pc) this._onTrack(ev);
+    };
+    pc.onconnectionstatechange = () => {
+      if (pc === this.pc) this._onStateChange();
+    };
+    pc.oniceconnectionstatechange = () => {
+      if (pc === this.pc) this._onStateChange();
+    };
+  }
+
+  /**
+   * This side's DTLS role on the current connection, read from the last answer's
+   * `a=setup` (`active` is the client, `passive` the server); `null` before the first
+   * offer/answer exchange completed.
+   * @returns {'client' | 'server' | null}
+   */
+  get dtlsRole() {
+    const local = this.pc.currentLocalDescription;
+    const remote = this.pc.currentRemoteDescription;
+    const answer = local?.type === 'answer' ? local : remote?.type === 'answer' ? remote : null;
+    const setup = answer ? /^a=setup:(active|passive)\s*$/m.exec(answer.sdp)?.[1] : undefined;
+    if (!setup) return null;
+    const ours = answer === local;
+    return (setup === 'active') === ours ? 'client' : 'server';
+  }
+
+  /**
+   * Whether ICE restart offers come from this side: the DTLS server's (see the module
+   * notes); before the roles are settled, the impolite side's.
+   * @private
+   */
+  _offersRestarts() {
+    const role = this.dtlsRole;
+    return role ? role === 'server' : !this.polite;
   }
 
   /**
@@ -247,27 +319,37 @@ export class PeerLink extends Emitter {
     dc.binaryType = 'arraybuffer';
     dc.bufferedAmountLowThreshold = BUFFER_LOW;
     dc.onopen = () => {
-      if (this.closed) return;
+      if (this.closed || dc !== this.dc) return;
       this._sendState();
       const pending = this._pending;
       this._pending = [];
       for (const text of pending) dc.send(text);
       this.emit('channel-open', {});
     };
-    dc.onmessage = (ev) => this._onChannelMessage(ev.data);
+    dc.onmessage = (ev) => {
+      if (dc === this.dc) this._onChannelMessage(ev.data);
+    };
     dc.onclose = () => {
-      if (this._incoming && !this._incoming.refused) {
-        const f = this._incoming;
-        this._incoming = null;
-        this.emit('file-error', {
-          transferId: f.id,
-          fileName: f.name,
-          direction: 'receive',
-          message: `Receiving "${f.name}" stopped: the connection closed.`,
-        });
-      }
+      if (dc === this.dc) this._abortIncoming();
     };
     this.dc = dc;
+  }
+
+  /**
+   * End the file being received, if any, with an error: its channel closed.
+   * @private
+   */
+  _abortIncoming() {
+    const f = this._incoming;
+    this._incoming = null;
+    if (f && !f.refused) {
+      this.emit('file-error', {
+        transferId: f.id,
+        fileName: f.name,
+        direction: 'receive',
+        message: `Receiving "${f.name}" stopped: the connection closed.`,
+      });
+    }
   }
 
   /**
@@ -343,9 +425,7 @@ export class PeerLink extends Emitter {
     this._opts.signal({ type: desc.type, to: this.peerId, sdp: desc.sdp });
     clearTimeout(this._answerTimer);
     if (desc.type === 'offer') {
-      this._answerTimer = setTimeout(() => {
-        this._chain = this._chain.then(() => this._offerUnanswered()).catch(() => {});
-      }, ANSWER_TIMEOUT_MS);
+      this._answerTimer = setTimeout(() => this._enqueue(() => this._offerUnanswered()), ANSWER_TIMEOUT_MS);
     }
   }
 
@@ -355,9 +435,23 @@ export class PeerLink extends Emitter {
    * @private
    */
   async _offerUnanswered() {
-    if (this.closed || this.pc.signalingState !== 'have-local-offer') return;
-    await this.pc.setLocalDescription({ type: 'rollback' });
-    this.pc.restartIce();
+    const pc = this.pc;
+    if (this.closed || pc.signalingState !== 'have-local-offer') return;
+    this._unanswered += 1;
+    if (!this.polite && this._unanswered >= 2) {
+      this._requestRebuild('offers went unanswered');
+      return;
+    }
+    try {
+      await pc.setLocalDescription({ type: 'rollback' });
+    } catch (err) {
+      console.warn(`switchboard: rollback towards ${this.peerId} failed`, err);
+      this._descriptionFailed(err, pc);
+      return;
+    }
+    // Anything still to negotiate raises negotiationneeded again; candidates sent with the
+    // lost offer may be lost too, hence a new ICE negotiation.
+    this._restart();
   }
 
   /**
@@ -365,9 +459,18 @@ export class PeerLink extends Emitter {
    * @param {PeerSignal} msg
    */
   handleSignal(msg) {
+    this._enqueue(() => this._handleSignal(msg));
+  }
+
+  /**
+   * Run `task` after every signaling step queued before it.
+   * @private
+   * @param {() => void | Promise<void>} task
+   */
+  _enqueue(task) {
     this._chain = this._chain
-      .then(() => this._handleSignal(msg))
-      .catch((err) => console.warn(`switchboard: signaling from ${this.peerId} failed`, err));
+      .then(task)
+      .catch((err) => console.warn(`switchboard: signaling with ${this.peerId} failed`, err));
   }
 
   /**
@@ -376,10 +479,16 @@ export class PeerLink extends Emitter {
    */
   async _handleSignal(msg) {
     if (this.closed) return;
-    const pc = this.pc;
     switch (msg.type) {
       case 'offer':
       case 'answer': {
+        const session = sessionId(msg.sdp);
+        // Late messages of a connection that was replaced.
+        if (session && this._deadSessions.has(session)) return;
+        if (msg.type === 'offer' && this._isNewConnection(session)) {
+          this._rebuild('the peer started a new connection', false);
+        }
+        const pc = this.pc;
         const description = { type: msg.type, sdp: msg.sdp };
         const readyForOffer =
           !this._makingOffer && (pc.signalingState === 'stable' || this._settingRemoteAnswerPending);
@@ -390,37 +499,103 @@ export class PeerLink extends Emitter {
         this._settingRemoteAnswerPending = description.type === 'answer';
         try {
           await pc.setRemoteDescription(description);
+          if (description.type === 'offer') {
+            this._attachLocal();
+            await pc.setLocalDescription();
+            if (pc === this.pc) this._sendLocalDescription();
+          } else {
+            this._unanswered = 0;
+            clearTimeout(this._answerTimer);
+          }
+          // An exchange went through after all: whatever failed before did no lasting harm.
+          if (pc === this.pc) this._broken = false;
+        } catch (err) {
+          console.warn(`switchboard: ${description.type} from ${this.peerId} could not be applied`, err);
+          this._descriptionFailed(err, pc);
         } finally {
           this._settingRemoteAnswerPending = false;
         }
-        if (description.type === 'offer') {
-          this._attachLocal();
-          await pc.setLocalDescription();
-          this._sendLocalDescription();
-        }
         break;
       }
-      case 'candidate':
+      case 'candidate': {
+        const pc = this.pc;
         try {
           if (msg.candidate) await pc.addIceCandidate(msg.candidate);
           else if (pc.remoteDescription) await pc.addIceCandidate();
         } catch (err) {
+          // Also candidates of a replaced connection, or of an ignored offer.
           if (!this._ignoreOffer) console.debug(`switchboard: candidate from ${this.peerId} refused`, err);
         }
         break;
+      }
       case 'ice-restart':
-        this.restartIce();
+        if (!this.polite && this._rebuildDue()) {
+          this._requestRebuild('the connection stayed down after an ICE restart');
+        } else if (this._offersRestarts()) {
+          this._restartHere();
+        } else if (performance.now() - this._lastBounce >= RESTART_BOUNCE_MS) {
+          // The peer thinks we offer restarts; while the roles settle, ask it back (rarely).
+          this._lastBounce = performance.now();
+          this._askRestart();
+        }
         break;
       default:
         break;
     }
   }
 
-  /** Restart ICE from this side (sends a new offer). */
+  /**
+   * Whether an offer with this SDP session id is for a new connection: the peer replaced
+   * its `RTCPeerConnection` (every connection has its own session id in the `o=` line).
+   * @private
+   * @param {string | null} session
+   */
+  _isNewConnection(session) {
+    const remote = this.pc.currentRemoteDescription ?? this.pc.remoteDescription;
+    const current = remote ? sessionId(remote.sdp) : null;
+    return Boolean(session && current && session !== current);
+  }
+
+  /**
+   * Restart ICE with this peer: with a new offer if this side is the DTLS server,
+   * otherwise by asking the peer with `ice-restart` (see the module notes). Media keeps
+   * flowing on the old candidate pair until the new one is chosen.
+   */
   restartIce() {
     if (this.closed) return;
+    this._restart();
+  }
+
+  /** @private */
+  _restart() {
+    if (this._offersRestarts()) this._restartHere();
+    else this._askRestart();
+  }
+
+  /** @private */
+  _restartHere() {
+    if (this.closed) return;
+    this._restartedAt = performance.now();
     this._attachLocal();
     this.pc.restartIce();
+  }
+
+  /** @private */
+  _askRestart() {
+    if (this.closed) return;
+    this._restartedAt = performance.now();
+    this._opts.signal({ type: 'ice-restart', to: this.peerId });
+  }
+
+  /**
+   * Replace the peer connection with a new one: the impolite side builds it and offers,
+   * the polite side asks the peer to. The last resort when ICE restarts do not help;
+   * also a debugging aid (`switchboard.room.links.get(id).reconnect()`).
+   */
+  reconnect() {
+    if (this.closed) return;
+    if (!this.polite) this._requestRebuild('asked to reconnect');
+    else this._askRebuild();
   }
 
   /**
@@ -429,8 +604,129 @@ export class PeerLink extends Emitter {
    */
   recoverIfDown() {
     if (this.closed || this.connectionState === 'connected') return;
-    if (this.polite) this._opts.signal({ type: 'ice-restart', to: this.peerId });
-    else this.restartIce();
+    if (this._broken) this.reconnect();
+    else this._restart();
+  }
+
+  /**
+   * Applying a description to `pc` failed. A state race is harmless; anything else leaves
+   * the connection unusable (its transport may be half-changed), so it is replaced.
+   * @private
+   * @param {unknown} err
+   * @param {RTCPeerConnection} pc
+   */
+  _descriptionFailed(err, pc) {
+    if (this.closed || pc !== this.pc) return;
+    const name = err instanceof Error || err instanceof DOMException ? err.name : '';
+    if (name === 'InvalidStateError' && pc.signalingState !== 'closed') return;
+    this._broken = true;
+    if (!this.polite) {
+      this._requestRebuild('a description could not be applied');
+    } else {
+      this._askRebuild();
+      // If nothing comes of it, the recovery rounds keep asking while the connection is down.
+      if (!this._recoverTimer) {
+        this._recoverTimer = setTimeout(() => {
+          this._recoverTimer = undefined;
+          this._recover();
+        }, DISCONNECTED_GRACE_MS);
+      }
+    }
+  }
+
+  /**
+   * Polite side: ask the peer for a new connection, over the data channel while it is
+   * open, else with `ice-restart` (the impolite side rebuilds when its connection stays
+   * failed after a restart).
+   * @private
+   */
+  _askRebuild() {
+    if (this.dc && this.dc.readyState === 'open') this.dc.send(JSON.stringify({ t: 'reconnect' }));
+    else this._askRestart();
+  }
+
+  /**
+   * Impolite side: whether the connection needs replacing, being broken or still failed a
+   * while after an ICE restart made to recover it.
+   * @private
+   */
+  _rebuildDue() {
+    if (this._broken) return true;
+    return (
+      this.connectionState === 'failed' &&
+      this._recoverAttempts > 0 &&
+      this._restartedAt > 0 &&
+      performance.now() - this._restartedAt >= RESTART_PATIENCE_MS
+    );
+  }
+
+  /**
+   * Impolite side: build a new connection, at once or when the minimum interval since the
+   * previous one has passed.
+   * @private
+   * @param {string} reason
+   */
+  _requestRebuild(reason) {
+    if (this.closed || this.polite || this._rebuildTimer) return;
+    const wait = Math.max(0, this._lastRebuild + REBUILD_MIN_INTERVAL_MS - performance.now());
+    this._rebuildTimer = setTimeout(() => {
+      this._rebuildTimer = undefined;
+      this._enqueue(() => this._rebuild(reason, true));
+    }, wait);
+  }
+
+  /**
+   * Close the peer connection and start a new one with the same peer. With `initiate`
+   * (impolite side) local media is added at once and the new connection offers; otherwise
+   * (the peer's offer for a new connection is about to be applied) it answers. Remote
+   * streams stay announced until the new connection brings them back (same stream ids) or
+   * the peer's state message says they are gone, so the page keeps its tiles.
+   * @private
+   * @param {string} reason
+   * @param {boolean} initiate
+   */
+  _rebuild(reason, initiate) {
+    if (this.closed) return;
+    console.warn(`switchboard: new connection to ${this.peerId}: ${reason}`);
+    const old = this.pc;
+    const oldRemote = old.currentRemoteDescription ?? old.remoteDescription;
+    const oldSession = oldRemote ? sessionId(oldRemote.sdp) : null;
+    if (oldSession) this._deadSessions.add(oldSession);
+    const oldChannel = this.dc;
+    this.dc = null;
+    this._abortIncoming();
+    if (oldChannel) {
+      try {
+        oldChannel.close();
+      } catch {
+        // Already closed.
+      }
+    }
+    old.close();
+    clearTimeout(this._passiveTimer);
+    clearTimeout(this._kindTimer);
+    clearTimeout(this._recoverTimer);
+    clearTimeout(this._answerTimer);
+    clearTimeout(this._rebuildTimer);
+    this._recoverTimer = undefined;
+    this._rebuildTimer = undefined;
+
+    this.pc = createPeerConnection(this._opts.currentIceServers?.() ?? this._opts.iceServers);
+    this._makingOffer = false;
+    this._ignoreOffer = false;
+    this._settingRemoteAnswerPending = false;
+    this._attached = false;
+    this._sending = new Map();
+    this._remoteStreams = new Map();
+    this._lastSample = null;
+    this._broken = false;
+    this._unanswered = 0;
+    this._restartedAt = 0;
+    this._lastRebuild = performance.now();
+    this.rebuilds += 1;
+    this._wirePeerConnection();
+    if (initiate) this._attachLocal();
+    this._onStateChange();
   }
 
   /** @private */
@@ -440,6 +736,7 @@ export class PeerLink extends Emitter {
     const ice = this.pc.iceConnectionState;
     if (state === 'connected' || ice === 'connected' || ice === 'completed') {
       this._recoverAttempts = 0;
+      this._restartedAt = 0;
       clearTimeout(this._recoverTimer);
       this._recoverTimer = undefined;
     } else if (state === 'failed' || ice === 'failed') {
@@ -459,8 +756,8 @@ export class PeerLink extends Emitter {
   }
 
   /**
-   * Restart ICE (impolite side) or ask the peer to (polite side); retries with backoff for
-   * as long as the connection stays down.
+   * Restart ICE (or ask the peer to); retries with backoff for as long as the connection
+   * stays down. When a restart did not help, the impolite side builds a new connection.
    * @private
    */
   _recover() {
@@ -468,9 +765,10 @@ export class PeerLink extends Emitter {
     const state = this.connectionState;
     const ice = this.pc.iceConnectionState;
     const down = ['failed', 'disconnected'];
-    if (!down.includes(state) && !down.includes(ice)) return;
-    if (this.polite) this._opts.signal({ type: 'ice-restart', to: this.peerId });
-    else this.restartIce();
+    if (!down.includes(state) && !down.includes(ice) && !this._broken) return;
+    if (!this.polite && this._rebuildDue()) this._requestRebuild('the connection stayed down after an ICE restart');
+    else if (this._broken) this._askRebuild();
+    else this._restart();
     this._recoverAttempts += 1;
     const delay = Math.min(30000, 5000 * 2 ** Math.min(this._recoverAttempts - 1, 3));
     clearTimeout(this._recoverTimer);
@@ -486,17 +784,19 @@ export class PeerLink extends Emitter {
    */
   _onTrack(ev) {
     const stream = ev.streams[0] ?? new MediaStream([ev.track]);
-    if (!this._remoteStreams.has(stream.id)) {
+    // Only the current connection's streams may end a tile.
+    const current = () => this._remoteStreams.get(stream.id) === stream;
+    if (!current()) {
       this._remoteStreams.set(stream.id, stream);
       stream.addEventListener('removetrack', () => {
-        if (stream.getTracks().length === 0) this._dropRemote(stream.id);
+        if (current() && stream.getTracks().length === 0) this._dropRemote(stream.id);
       });
     }
     ev.track.addEventListener('ended', () => {
-      if (stream.getTracks().every((t) => t.readyState === 'ended')) this._dropRemote(stream.id);
+      if (current() && stream.getTracks().every((t) => t.readyState === 'ended')) this._dropRemote(stream.id);
     });
     this._reconcileStreams(false);
-    if (!this._announced.has(stream.id)) {
+    if (this._announced.get(stream.id)?.stream !== stream) {
       clearTimeout(this._kindTimer);
       this._kindTimer = setTimeout(() => this._reconcileStreams(true), KIND_FALLBACK_MS);
     }
@@ -511,11 +811,13 @@ export class PeerLink extends Emitter {
   _reconcileStreams(force) {
     if (this.closed) return;
     for (const [id, stream] of this._remoteStreams) {
-      if (this._announced.has(id)) continue;
-      let kind = this._remoteKinds.get(id);
-      if (!kind && force) kind = [...this._announced.values()].includes('camera') ? 'screen' : 'camera';
+      const known = this._announced.get(id);
+      if (known?.stream === stream) continue;
+      // A stream that comes back on a new connection keeps its kind.
+      let kind = this._remoteKinds.get(id) ?? known?.kind;
+      if (!kind && force) kind = [...this._announced.values()].some((e) => e.kind === 'camera') ? 'screen' : 'camera';
       if (!kind) continue;
-      this._announced.set(id, kind);
+      this._announced.set(id, { stream, kind });
       this.emit('stream', { stream, kind });
     }
   }
@@ -525,22 +827,15 @@ export class PeerLink extends Emitter {
    * @param {string} id
    */
   _dropRemote(id) {
-    const stream = this._remoteStreams.get(id);
-    const kind = this._announced.get(id);
+    const known = this._announced.get(id);
     this._remoteStreams.delete(id);
     this._announced.delete(id);
-    if (stream && kind && !this.closed) this.emit('stream-removed', { stream, kind });
+    if (known && !this.closed) this.emit('stream-removed', { stream: known.stream, kind: known.kind });
   }
 
   /** Remote streams reported so far, with their kinds. */
   get remoteStreams() {
-    /** @type {{ stream: MediaStream, kind: StreamKind }[]} */
-    const out = [];
-    for (const [id, kind] of this._announced) {
-      const stream = this._remoteStreams.get(id);
-      if (stream) out.push({ stream, kind });
-    }
-    return out;
+    return [...this._announced.values()].map(({ stream, kind }) => ({ stream, kind }));
   }
 
   /**
@@ -572,6 +867,9 @@ export class PeerLink extends Emitter {
         break;
       case 'file':
         this._onFileHeader(msg);
+        break;
+      case 'reconnect':
+        if (!this.polite) this._requestRebuild('the peer asked for a new connection');
         break;
       case 'file-abort':
         if (this._incoming && this._incoming.id === msg.id) {
@@ -813,6 +1111,7 @@ export class PeerLink extends Emitter {
     clearTimeout(this._kindTimer);
     clearTimeout(this._recoverTimer);
     clearTimeout(this._answerTimer);
+    clearTimeout(this._rebuildTimer);
     this._incoming = null;
     try {
       this.dc?.close();
@@ -837,6 +1136,16 @@ function createPeerConnection(iceServers) {
     console.warn('switchboard: ICE servers refused by the browser, continuing without them', err);
     return new RTCPeerConnection({ bundlePolicy: 'max-bundle' });
   }
+}
+
+/**
+ * The session id of an SDP (the second field of its `o=` line), unique per
+ * `RTCPeerConnection`, or null.
+ * @param {string} sdp
+ * @returns {string | null}
+ */
+function sessionId(sdp) {
+  return /^o=\S+ (\S+) /m.exec(sdp)?.[1] ?? null;
 }
 
 /**

@@ -196,6 +196,7 @@ export class RandomSession extends Emitter {
       polite: msg.polite,
       passive: msg.polite,
       iceServers: this._iceServers,
+      currentIceServers: () => this._iceServers,
       sendMedia: true,
       sendOnly: false,
       signal: (m) => this.signaling.send(m),

@@ -335,6 +335,7 @@ export class Room extends Emitter {
       polite: this.id < p.id,
       passive,
       iceServers: this._iceServers,
+      currentIceServers: () => this._iceServers,
       sendMedia: this.role !== 'receiver',
       sendOnly: this.role === 'sender',
       signal: (m) => this.signaling.send(m),
