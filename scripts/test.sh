@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian machine: installs what it needs, checks
 # formatting and lints, type-checks the SDK, runs unit and integration tests, then the
-# real-browser end-to-end tests (Chromium and Firefox ESR, inside a network namespace).
+# real-browser end-to-end tests (Chromium and Firefox ESR, inside a network namespace) and
+# the NAT lab (browsers behind NAT routers built from namespaces, calling through TURN).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,3 +18,6 @@ cargo nextest run --workspace --locked --exclude switchboard-e2e
 
 echo "== browser end-to-end tests"
 scripts/e2e.sh
+
+echo "== NAT lab: browsers behind NAT routers, calls through STUN and TURN"
+scripts/nat-lab.sh

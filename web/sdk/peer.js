@@ -17,6 +17,9 @@
  *   role was, so if it was the server, the offerer (then the client) fails with "Failed to
  *   set SSL role for the transport". When the restart offer comes from the server, the
  *   answerer is the client already, and `active` is what every browser answers.
+ * - A link that stays unconnected for 20 s reports `failed` even when the browser does not
+ *   (each restart from the other side puts it back to `checking`), so both users learn that
+ *   the call is not getting through.
  * - **New connection** as the last resort: when applying a description fails, or the
  *   connection stays failed after an ICE restart, the impolite side closes its
  *   `RTCPeerConnection` and offers from a fresh one (the polite side asks it to, over the
@@ -59,6 +62,12 @@ const RESTART_PATIENCE_MS = 4000;
 const REBUILD_MIN_INTERVAL_MS = 5000;
 /** Minimum time between two `ice-restart` requests passed back to the DTLS server. */
 const RESTART_BOUNCE_MS = 3000;
+/**
+ * How long a link may stay unconnected before it reports `failed`. The browser's own
+ * `failed` may never come on one side: each ICE restart from the other side puts it back
+ * to `checking`. The user still deserves to hear that the call is not getting through.
+ */
+const STUCK_AFTER_MS = 20000;
 
 /**
  * What this side currently sends, as the owner sees it.
@@ -221,6 +230,10 @@ export class PeerLink extends Emitter {
     this.rebuilds = 0;
     /** @type {Set<string>} SDP session ids of the peer's replaced connections */
     this._deadSessions = new Set();
+
+    /** @type {ReturnType<typeof setTimeout> | undefined} reports a link that never connects */
+    this._stuckTimer = undefined;
+    this._armStuckTimer();
 
     this._wirePeerConnection();
     if (this.passive) {
@@ -735,6 +748,8 @@ export class PeerLink extends Emitter {
     const state = this.connectionState;
     const ice = this.pc.iceConnectionState;
     if (state === 'connected' || ice === 'connected' || ice === 'completed') {
+      clearTimeout(this._stuckTimer);
+      this._stuckTimer = undefined;
       this._recoverAttempts = 0;
       this._restartedAt = 0;
       clearTimeout(this._recoverTimer);
@@ -749,10 +764,27 @@ export class PeerLink extends Emitter {
         this._recover();
       }, DISCONNECTED_GRACE_MS);
     }
+    if (state !== 'connected' && this._lastState === 'connected') this._armStuckTimer();
     if (state !== this._lastState) {
       this._lastState = state;
       this.emit('state', { state });
     }
+  }
+
+  /**
+   * Reports `failed` if the link is still not connected after {@link STUCK_AFTER_MS}.
+   * @private
+   */
+  _armStuckTimer() {
+    clearTimeout(this._stuckTimer);
+    this._stuckTimer = setTimeout(() => {
+      this._stuckTimer = undefined;
+      if (this.closed || this.connectionState === 'connected') return;
+      if (this._lastState !== 'failed') {
+        this._lastState = 'failed';
+        this.emit('state', { state: 'failed' });
+      }
+    }, STUCK_AFTER_MS);
   }
 
   /**
@@ -1112,6 +1144,7 @@ export class PeerLink extends Emitter {
     clearTimeout(this._recoverTimer);
     clearTimeout(this._answerTimer);
     clearTimeout(this._rebuildTimer);
+    clearTimeout(this._stuckTimer);
     this._incoming = null;
     try {
       this.dc?.close();

@@ -222,6 +222,22 @@ impl Browser {
         Ok(())
     }
 
+    /// Saves a PNG screenshot of the visible page to `path`, creating its directory.
+    pub async fn screenshot(&self, path: &Path) -> Result<()> {
+        let png = self
+            .client
+            .screenshot()
+            .await
+            .with_context(|| format!("[{}] taking a screenshot", self.label))?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating {}", dir.display()))?;
+        }
+        std::fs::write(path, png).with_context(|| format!("writing {}", path.display()))?;
+        println!("[{}] screenshot saved to {}", self.label, path.display());
+        Ok(())
+    }
+
     /// Runs `script` in the page and returns its result. The script is a function body: use
     /// `return`; it may return a Promise, which is awaited (but it may not use `await`
     /// itself: Firefox runs it as a plain function).

@@ -41,6 +41,11 @@ pub fn fixtures_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures")
 }
 
+/// Where tests leave screenshots: `target/e2e-screenshots/` of the workspace.
+pub fn screenshots_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/e2e-screenshots")
+}
+
 /// Sends server logs to the test's captured output (shown when a test fails).
 /// `RUST_LOG` picks the level; warnings by default.
 pub fn init_logging() {

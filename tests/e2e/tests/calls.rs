@@ -4,6 +4,7 @@
 use anyhow::Result;
 use switchboard_e2e::{
     Browser, BrowserKind, TestServer, assert_full_mesh, assert_peer_stats, join_room,
+    screenshots_dir,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -43,6 +44,24 @@ async fn three_chromium_participants_form_a_full_mesh() -> Result<()> {
     ];
     join_room(&server, "mesh-of-three", &people).await?;
     assert_full_mesh(&people).await?;
+
+    // What a user sees of a working call, with a chat line and live stats of both peers:
+    // the README shows this screenshot.
+    let alice = &browsers[0];
+    browsers[1].type_into("#chat-input", "Hi both, I can see you!").await?;
+    browsers[1].click("#chat-send").await?;
+    alice
+        .wait_until(
+            "bob's chat line and live stats of both peers",
+            "return document.querySelector('#chat-log')?.textContent.includes('I can see you') \
+             && [...document.querySelectorAll('#stats .peer-stats')] \
+                  .filter(e => /frames/.test(e.textContent)).length === 2",
+            vec![],
+        )
+        .await?;
+    alice
+        .screenshot(&screenshots_dir().join("three-party-call.png"))
+        .await?;
     server.shutdown().await;
     Ok(())
 }
