@@ -230,8 +230,7 @@ impl Browser {
             .await
             .with_context(|| format!("[{}] taking a screenshot", self.label))?;
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("creating {}", dir.display()))?;
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
         std::fs::write(path, png).with_context(|| format!("writing {}", path.display()))?;
         println!("[{}] screenshot saved to {}", self.label, path.display());

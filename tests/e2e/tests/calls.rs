@@ -48,7 +48,9 @@ async fn three_chromium_participants_form_a_full_mesh() -> Result<()> {
     // What a user sees of a working call, with a chat line and live stats of both peers:
     // the README shows this screenshot.
     let alice = &browsers[0];
-    browsers[1].type_into("#chat-input", "Hi both, I can see you!").await?;
+    browsers[1]
+        .type_into("#chat-input", "Hi both, I can see you!")
+        .await?;
     browsers[1].click("#chat-send").await?;
     alice
         .wait_until(
