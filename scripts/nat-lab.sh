@@ -28,6 +28,8 @@ done
 command -v geckodriver >/dev/null 2>&1 || [ -x "${HOME:-/root}/.cargo/bin/geckodriver" ] ||
   die "geckodriver not found: run scripts/install-deps.sh"
 export PATH="${HOME:-/root}/.cargo/bin:$PATH"
+cargo nextest --version >/dev/null 2>&1 ||
+  die "cargo-nextest not found: cargo install cargo-nextest --locked"
 
 export SB_NATLAB_RUN="r$$"
 sweep() {

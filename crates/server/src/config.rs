@@ -434,7 +434,12 @@ struct Cli {
     #[arg(long, env = "SWITCHBOARD_TURN_REALM")]
     turn_realm: Option<String>,
     /// Static TURN users, "username:password", comma-separated or repeated.
-    #[arg(long, env = "SWITCHBOARD_TURN_USERS", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "SWITCHBOARD_TURN_USERS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
     turn_users: Option<Vec<String>>,
     /// Shared secret of TURN REST API credentials [default: random at each start].
     #[arg(long, env = "SWITCHBOARD_TURN_SECRET", hide_env_values = true)]

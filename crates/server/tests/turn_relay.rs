@@ -473,6 +473,22 @@ async fn admin_api_lists_allocations() {
 }
 
 #[tokio::test]
+async fn without_admin_key_the_admin_api_answers_only_direct_loopback_requests() {
+    let server = turn_server(|_| {}).await;
+    let path = "/api/turn/allocations";
+    let (status, body) = http_get(server.http_addr(), path, &[]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, r#"{"allocations":[]}"#);
+    // What a reverse proxy on the same machine forwards is somebody else's request.
+    for header in ["X-Forwarded-For", "Forwarded", "X-Real-IP"] {
+        let (status, body) = http_get(server.http_addr(), path, &[(header, "203.0.113.9")]).await;
+        assert_eq!(status, 403, "{header}: {body}");
+        assert!(body.contains(r#""code":"forbidden""#), "{body}");
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn ice_servers_mint_working_rest_credentials() {
     let server = turn_server(|config| config.turn_credential_ttl_secs = 3600).await;
     let addr = server.stun_addr().unwrap();
