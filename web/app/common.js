@@ -29,6 +29,27 @@ export const params = new URLSearchParams(location.search);
 /** Whether `?autojoin=1` asks to join/start without a click. */
 export const autojoin = ['1', 'true', 'yes'].includes(params.get('autojoin') ?? '');
 
+/**
+ * The SDK's `iceTransportPolicy` for this page: `?relay=1` forces every connection through
+ * the server's TURN relay (`'relay'`); otherwise direct connections are allowed (`'all'`).
+ * @type {RTCIceTransportPolicy}
+ */
+export const iceTransportPolicy = ['1', 'true', 'yes'].includes(params.get('relay') ?? '') ? 'relay' : 'all';
+
+/**
+ * The message to show for a failed join/start: the error's own text, plus what to do when
+ * `?relay=1` asked for a relay the server does not offer (SDK code `no_relay`).
+ * @param {unknown} err
+ * @returns {string}
+ */
+export function errorText(err) {
+  const message = err instanceof Error ? err.message : String(err);
+  if (/** @type {{ code?: string }} */ (err)?.code === 'no_relay') {
+    return `${message} The page was opened with ?relay=1: remove it from the address to allow direct connections, or ask the server's operator to enable TURN.`;
+  }
+  return message;
+}
+
 /** @typedef {'info' | 'ok' | 'warn' | 'error'} StatusKind */
 
 /** @type {ReturnType<typeof setTimeout> | undefined} */

@@ -10,8 +10,10 @@ import {
   attachStream,
   autojoin,
   byId,
+  errorText,
   guestName,
   h,
+  iceTransportPolicy,
   initialName,
   rememberName,
   renderStatsPanel,
@@ -83,13 +85,13 @@ ui.form.addEventListener('submit', async (ev) => {
   ui.nameError.hidden = true;
   ui.start.disabled = true;
   await mediaReady;
-  const s = new RandomSession({ name, localStream });
+  const s = new RandomSession({ name, localStream, iceTransportPolicy });
   wire(s);
   try {
     await s.start();
   } catch (err) {
     ui.start.disabled = false;
-    showStatus(err instanceof Error ? err.message : String(err), 'error');
+    showStatus(errorText(err), 'error');
     return;
   }
   rememberName(name);

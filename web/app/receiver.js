@@ -6,7 +6,17 @@
  */
 
 import { Room, isValidDisplayName, isValidRoomName } from '../sdk/switchboard.js';
-import { attachStream, autojoin, byId, params, renderStatsPanel, setDebugHook, showStatus } from './common.js';
+import {
+  attachStream,
+  autojoin,
+  byId,
+  errorText,
+  iceTransportPolicy,
+  params,
+  renderStatsPanel,
+  setDebugHook,
+  showStatus,
+} from './common.js';
 
 const ui = {
   form: byId('receiver-form', HTMLFormElement),
@@ -53,13 +63,13 @@ ui.form.addEventListener('submit', async (ev) => {
     return;
   }
   ui.start.disabled = true;
-  const r = new Room({ room: roomName, name, role: 'receiver', localStream: null });
+  const r = new Room({ room: roomName, name, role: 'receiver', localStream: null, iceTransportPolicy });
   wire(r);
   try {
     await r.join();
   } catch (err) {
     ui.start.disabled = false;
-    showStatus(err instanceof Error ? err.message : String(err), 'error');
+    showStatus(errorText(err), 'error');
     return;
   }
   room = r;

@@ -18,9 +18,11 @@ import {
   autojoin,
   byId,
   clearStatus,
+  errorText,
   formatBytes,
   guestName,
   h,
+  iceTransportPolicy,
   initialName,
   params,
   rememberName,
@@ -162,8 +164,7 @@ ui.joinForm.addEventListener('submit', async (ev) => {
     await joinCall(name);
     rememberName(name);
   } catch (err) {
-    const message = err instanceof Error ? err.message : String(err);
-    showStatus(message, 'error');
+    showStatus(errorText(err), 'error');
   } finally {
     ui.join.disabled = false;
     ui.join.textContent = 'Join';
@@ -181,6 +182,7 @@ async function joinCall(name) {
     role: 'peer',
     mode: mode === 'p2p' || mode === 'sfu' ? /** @type {Mode} */ (mode) : undefined,
     localStream,
+    iceTransportPolicy,
   });
   wireRoom(r);
   await r.join();

@@ -6,7 +6,17 @@
  */
 
 import { Room, getLocalMedia, isValidDisplayName, isValidRoomName, stopStream } from '../sdk/switchboard.js';
-import { attachStream, autojoin, byId, params, renderStatsPanel, setDebugHook, showStatus } from './common.js';
+import {
+  attachStream,
+  autojoin,
+  byId,
+  errorText,
+  iceTransportPolicy,
+  params,
+  renderStatsPanel,
+  setDebugHook,
+  showStatus,
+} from './common.js';
 
 const ui = {
   form: byId('sender-form', HTMLFormElement),
@@ -90,13 +100,13 @@ ui.form.addEventListener('submit', async (ev) => {
     showStatus(`A broadcast needs a camera or a microphone. ${mediaError}`, 'error');
     return;
   }
-  const r = new Room({ room: roomName, name, role: 'sender', localStream });
+  const r = new Room({ room: roomName, name, role: 'sender', localStream, iceTransportPolicy });
   wire(r);
   try {
     await r.join();
   } catch (err) {
     ui.start.disabled = false;
-    showStatus(err instanceof Error ? err.message : String(err), 'error');
+    showStatus(errorText(err), 'error');
     return;
   }
   room = r;

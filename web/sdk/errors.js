@@ -8,7 +8,7 @@
 /**
  * @typedef {import('./types.js').ServerErrorCode
  *   | 'connection_failed' | 'connection_closed' | 'unsupported_browser' | 'file_too_large'
- *   | 'no_peers'} ErrorCode
+ *   | 'no_peers' | 'no_relay'} ErrorCode
  */
 
 /** @type {Record<string, string>} */
@@ -27,6 +27,8 @@ const FRIENDLY = {
   connection_closed: 'The connection to the server closed.',
   file_too_large: 'Files larger than 100 MB cannot be sent.',
   no_peers: 'Nobody is connected to receive it.',
+  no_relay:
+    'Relayed connections only were requested, but the server offers no TURN relay, so no call could connect.',
   unsupported_browser: 'This browser does not support WebRTC. Use a current Chrome, Edge, Firefox or Safari.',
 };
 

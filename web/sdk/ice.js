@@ -45,3 +45,30 @@ export function sanitizeIceServers(servers) {
   }
   return out;
 }
+
+/**
+ * Whether these ICE servers include a TURN relay (a `turn:` or `turns:` URL). With
+ * `iceTransportPolicy: 'relay'` a connection can only use relayed candidates, so without a
+ * TURN server it can never connect.
+ * @param {RTCIceServer[]} servers
+ * @returns {boolean}
+ */
+export function offersRelay(servers) {
+  return servers.some((server) => {
+    const list = Array.isArray(server?.urls) ? server.urls : [server?.urls];
+    return list.some((url) => typeof url === 'string' && /^turns?:/i.test(url));
+  });
+}
+
+/**
+ * Checks an `iceTransportPolicy` option: `'all'` (the default, when undefined) or `'relay'`.
+ * Anything else throws, so that a misspelt `'relay'` cannot quietly allow direct
+ * connections.
+ * @param {unknown} policy
+ * @returns {RTCIceTransportPolicy}
+ */
+export function checkIceTransportPolicy(policy) {
+  if (policy === undefined || policy === 'all') return 'all';
+  if (policy === 'relay') return 'relay';
+  throw new TypeError(`iceTransportPolicy must be 'all' or 'relay', not ${JSON.stringify(policy)}`);
+}

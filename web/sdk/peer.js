@@ -87,6 +87,8 @@ const STUCK_AFTER_MS = 20000;
  * @property {RTCIceServer[]} iceServers
  * @property {() => RTCIceServer[]} [currentIceServers] fresh ICE servers (TURN credentials
  *   expire) for when the connection is rebuilt; defaults to `iceServers`
+ * @property {RTCIceTransportPolicy} [iceTransportPolicy] `'all'` (default) or `'relay'`:
+ *   only relayed (TURN) candidates, for this connection and every rebuilt one
  * @property {boolean} sendMedia whether local streams are sent on this link
  * @property {boolean} sendOnly send with `sendonly` transceivers (one-way broadcast)
  * @property {(msg: ClientMessage) => void} signal sends a signaling message
@@ -167,7 +169,7 @@ export class PeerLink extends Emitter {
     this._opts = options;
     this.closed = false;
 
-    this.pc = createPeerConnection(options.iceServers);
+    this.pc = createPeerConnection(options.iceServers, options.iceTransportPolicy);
     /** @type {RTCDataChannel | null} */
     this.dc = null;
 
@@ -724,7 +726,10 @@ export class PeerLink extends Emitter {
     this._recoverTimer = undefined;
     this._rebuildTimer = undefined;
 
-    this.pc = createPeerConnection(this._opts.currentIceServers?.() ?? this._opts.iceServers);
+    this.pc = createPeerConnection(
+      this._opts.currentIceServers?.() ?? this._opts.iceServers,
+      this._opts.iceTransportPolicy,
+    );
     this._makingOffer = false;
     this._ignoreOffer = false;
     this._settingRemoteAnswerPending = false;
@@ -1158,16 +1163,18 @@ export class PeerLink extends Emitter {
 
 /**
  * A peer connection with these ICE servers, or with none if the browser refuses them (a
- * bad configuration must not prevent calls on the local network).
+ * bad configuration must not prevent calls on the local network). The transport policy is
+ * kept either way: `relay` must never fall back to direct connections.
  * @param {RTCIceServer[]} iceServers
+ * @param {RTCIceTransportPolicy} [iceTransportPolicy] default `all`
  * @returns {RTCPeerConnection}
  */
-function createPeerConnection(iceServers) {
+function createPeerConnection(iceServers, iceTransportPolicy = 'all') {
   try {
-    return new RTCPeerConnection({ iceServers, bundlePolicy: 'max-bundle' });
+    return new RTCPeerConnection({ iceServers, iceTransportPolicy, bundlePolicy: 'max-bundle' });
   } catch (err) {
     console.warn('switchboard: ICE servers refused by the browser, continuing without them', err);
-    return new RTCPeerConnection({ bundlePolicy: 'max-bundle' });
+    return new RTCPeerConnection({ iceTransportPolicy, bundlePolicy: 'max-bundle' });
   }
 }
 

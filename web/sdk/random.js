@@ -11,7 +11,7 @@
 
 import { Emitter } from './emitter.js';
 import { SwitchboardError, describeError } from './errors.js';
-import { fetchIceServers } from './ice.js';
+import { checkIceTransportPolicy, fetchIceServers, offersRelay } from './ice.js';
 import { PeerLink } from './peer.js';
 import { Signaling } from './signaling.js';
 
@@ -26,6 +26,9 @@ import { Signaling } from './signaling.js';
  * @property {string} name display name
  * @property {MediaStream | null} [localStream] camera/microphone to send
  * @property {RTCIceServer[]} [iceServers] defaults to `GET /api/ice-servers`
+ * @property {RTCIceTransportPolicy} [iceTransportPolicy] `'all'` (default) or `'relay'`:
+ *   connect to partners only through a TURN relay; {@link RandomSession#start} then
+ *   rejects with code `no_relay` when the ICE servers include no `turn:`/`turns:` URL
  * @property {string} [signalingUrl] defaults to `ws(s)://<this host>/ws`
  */
 
@@ -72,6 +75,8 @@ export class RandomSession extends Emitter {
     /** @type {RTCIceServer[]} */
     this._iceServers = options.iceServers ?? [];
     this._fixedIceServers = Boolean(options.iceServers);
+    /** `'relay'`: every peer connection uses TURN-relayed candidates only. */
+    this.iceTransportPolicy = checkIceTransportPolicy(options.iceTransportPolicy);
     /** Our id in the current pair's room ('' while waiting). */
     this.id = '';
     /** @type {Participant | null} the current partner */
@@ -85,12 +90,17 @@ export class RandomSession extends Emitter {
   }
 
   /**
-   * Connect and enter the lobby; resolves on the first `waiting` or `matched`.
+   * Connect and enter the lobby; resolves on the first `waiting` or `matched`. Rejects
+   * with `no_relay` when `iceTransportPolicy` is `'relay'` but no TURN server is offered.
    * @returns {Promise<void>}
    */
   async start() {
     if (typeof RTCPeerConnection === 'undefined') throw new SwitchboardError('unsupported_browser');
     if (!this._fixedIceServers) this._iceServers = await fetchIceServers();
+    if (this.iceTransportPolicy === 'relay' && !offersRelay(this._iceServers)) {
+      this._shutdown();
+      throw new SwitchboardError('no_relay');
+    }
     this.signaling.on('message', (msg) => this._onMessage(msg));
     this.signaling.on('close', ({ reconnecting }) => {
       if (this.closed) return;
@@ -197,6 +207,7 @@ export class RandomSession extends Emitter {
       passive: msg.polite,
       iceServers: this._iceServers,
       currentIceServers: () => this._iceServers,
+      iceTransportPolicy: this.iceTransportPolicy,
       sendMedia: true,
       sendOnly: false,
       signal: (m) => this.signaling.send(m),
@@ -210,7 +221,12 @@ export class RandomSession extends Emitter {
     link.on('media', (e) => this.emit('peer-media', { ...ref, ...e }));
     link.on('chat', ({ text, ts }) => this.emit('chat', { from: peer.id, name: peer.name, text, ts, self: false }));
     this.emit('matched', { peer, room: msg.room, polite: msg.polite });
-    if (!this._fixedIceServers) fetchIceServers().then((s) => (this._iceServers = s));
+    if (!this._fixedIceServers) {
+      fetchIceServers().then((s) => {
+        // A failed refresh returns []: keep the credentials we have rather than none.
+        if (s.length) this._iceServers = s;
+      });
+    }
   }
 
   /**

@@ -13,7 +13,7 @@
 
 import { Emitter } from './emitter.js';
 import { SwitchboardError, describeError } from './errors.js';
-import { fetchIceServers } from './ice.js';
+import { checkIceTransportPolicy, fetchIceServers, offersRelay } from './ice.js';
 import { getScreenMedia, stopStream } from './media.js';
 import { MAX_FILE_SIZE, PeerLink } from './peer.js';
 import { Signaling } from './signaling.js';
@@ -35,6 +35,11 @@ import { Signaling } from './signaling.js';
  * @property {Mode} [mode] topology if the room is new; this SDK speaks `p2p`
  * @property {MediaStream | null} [localStream] camera/microphone to send (none: receive only)
  * @property {RTCIceServer[]} [iceServers] defaults to `GET /api/ice-servers`
+ * @property {RTCIceTransportPolicy} [iceTransportPolicy] `'all'` (default): direct and
+ *   relayed connections; `'relay'`: only through a TURN relay (hides the participants'
+ *   addresses from each other), for every peer connection including rebuilt ones. With
+ *   `'relay'`, {@link Room#join} rejects with code `no_relay` when the ICE servers include
+ *   no `turn:`/`turns:` URL, since no connection could ever be made.
  * @property {string} [signalingUrl] defaults to `ws(s)://<this host>/ws`
  */
 
@@ -126,6 +131,8 @@ export class Room extends Emitter {
     /** @type {RTCIceServer[]} */
     this._iceServers = options.iceServers ?? [];
     this._fixedIceServers = Boolean(options.iceServers);
+    /** `'relay'`: every peer connection uses TURN-relayed candidates only. */
+    this.iceTransportPolicy = checkIceTransportPolicy(options.iceTransportPolicy);
     /** @type {ReturnType<typeof setInterval> | undefined} */
     this._iceTimer = undefined;
     this._resume = '';
@@ -139,16 +146,23 @@ export class Room extends Emitter {
   /**
    * Connect and join; resolves once the server confirmed. Attach listeners before calling
    * it to see the participants already inside as `participant-joined` events (they are
-   * also in {@link Room#participants} afterwards). Rejects like {@link joinRoom}.
+   * also in {@link Room#participants} afterwards). Rejects like {@link joinRoom}, and with
+   * `no_relay` when `iceTransportPolicy` is `'relay'` but no TURN server is offered.
    * @returns {Promise<void>}
    */
   async join() {
     if (this.id || this.closed) throw new SwitchboardError('already_joined');
     if (typeof RTCPeerConnection === 'undefined') throw new SwitchboardError('unsupported_browser');
+    if (!this._fixedIceServers) this._iceServers = await fetchIceServers();
+    if (this.iceTransportPolicy === 'relay' && !offersRelay(this._iceServers)) {
+      this._shutdown();
+      throw new SwitchboardError('no_relay');
+    }
     if (!this._fixedIceServers) {
-      this._iceServers = await fetchIceServers();
       this._iceTimer = setInterval(async () => {
-        this._iceServers = await fetchIceServers();
+        const fresh = await fetchIceServers();
+        // A failed refresh returns []: keep the credentials we have rather than none.
+        if (fresh.length) this._iceServers = fresh;
       }, ICE_REFRESH_MS);
     }
     this.signaling.on('message', (msg) => this._onMessage(msg));
@@ -336,6 +350,7 @@ export class Room extends Emitter {
       passive,
       iceServers: this._iceServers,
       currentIceServers: () => this._iceServers,
+      iceTransportPolicy: this.iceTransportPolicy,
       sendMedia: this.role !== 'receiver',
       sendOnly: this.role === 'sender',
       signal: (m) => this.signaling.send(m),

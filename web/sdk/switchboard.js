@@ -22,7 +22,7 @@
 
 export { Emitter } from './emitter.js';
 export { SwitchboardError, describeError } from './errors.js';
-export { fetchIceServers, sanitizeIceServers } from './ice.js';
+export { checkIceTransportPolicy, fetchIceServers, offersRelay, sanitizeIceServers } from './ice.js';
 export { MediaAccessError, getLocalMedia, getScreenMedia, stopStream, toMediaError } from './media.js';
 export { FILE_CHUNK_SIZE, MAX_FILE_SIZE, PeerLink } from './peer.js';
 export { RandomSession, joinRandom } from './random.js';

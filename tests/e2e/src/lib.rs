@@ -7,13 +7,15 @@
 //! loopback alone).
 
 mod browser;
+mod ice;
 mod process;
 mod server;
 mod static_site;
 
 pub use browser::{Browser, BrowserKind, DEFAULT_WAIT, RemoteVideo};
+pub use ice::{PairCandidate, SelectedPair, host_ipv4, selected_pair};
 pub use process::free_port;
-pub use server::TestServer;
+pub use server::{TestServer, metric_value};
 pub use static_site::StaticServer;
 
 use std::path::PathBuf;
@@ -63,9 +65,24 @@ pub async fn join_room(
     room: &str,
     people: &[(&Browser, &str)],
 ) -> anyhow::Result<()> {
+    join_room_with(server, room, "", people).await
+}
+
+/// [`join_room`] with more query parameters (`extra_query`, e.g. `relay=1`; empty for none).
+pub async fn join_room_with(
+    server: &TestServer,
+    room: &str,
+    extra_query: &str,
+    people: &[(&Browser, &str)],
+) -> anyhow::Result<()> {
+    let extra = if extra_query.is_empty() {
+        String::new()
+    } else {
+        format!("&{extra_query}")
+    };
     for (browser, name) in people {
         browser
-            .goto(&server.url(&format!("/r/{room}?name={name}&autojoin=1")))
+            .goto(&server.url(&format!("/r/{room}?name={name}&autojoin=1{extra}")))
             .await?;
     }
     Ok(())
