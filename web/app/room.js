@@ -104,6 +104,9 @@ if (!isValidRoomName(roomName)) {
   if (autojoin) mediaReady.then(() => ui.joinForm.requestSubmit());
 }
 
+/** Why the camera and microphone could not be used, if they could not. */
+let mediaProblem = '';
+
 async function startPreview() {
   try {
     const media = await getLocalMedia({ audio: true, video: true });
@@ -114,6 +117,7 @@ async function startPreview() {
   } catch (err) {
     const message = err instanceof Error ? err.message : String(err);
     ui.previewNote.textContent = 'No camera';
+    mediaProblem = message;
     showStatus(`${message} You can still join to watch and listen.`, 'error');
   }
 }
@@ -188,6 +192,8 @@ async function joinCall(name) {
   await r.join();
   room = r;
   clearStatus();
+  // Whoever joined without camera and microphone keeps seeing why.
+  if (mediaProblem) showStatus(`${mediaProblem} You are watching and listening only.`, 'warn');
   enterCall(r);
 }
 

@@ -598,6 +598,20 @@ pub struct LaunchOptions {
     /// Origins such as `http://198.51.100.1:8080` that count as secure contexts, so that a
     /// page served over plain HTTP from an IP address may use the camera and microphone.
     pub secure_origins: Vec<String>,
+    /// What the page gets when it asks for the camera and microphone.
+    pub media: MediaAccess,
+}
+
+/// Camera and microphone as the browser offers them to pages.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MediaAccess {
+    /// Fake devices, permission granted without a prompt.
+    #[default]
+    Granted,
+    /// Fake devices, but every permission prompt is answered "Block" (Chromium only).
+    Denied,
+    /// No devices at all: the machine has no camera or microphone (Chromium only).
+    NoDevices,
 }
 
 impl Browser {
@@ -752,6 +766,24 @@ impl Browser {
 /// Adds what `options` asks for to capabilities built by `chromium_capabilities` or
 /// `firefox_capabilities`.
 fn apply_launch_options(kind: BrowserKind, caps: &mut Capabilities, options: &LaunchOptions) {
+    if kind == BrowserKind::Chromium
+        && options.media != MediaAccess::Granted
+        && let Some(Value::Array(args)) = caps
+            .get_mut("goog:chromeOptions")
+            .and_then(|o| o.get_mut("args"))
+    {
+        // Without the fake UI, Chromium asks the user; `--deny-permission-prompts` answers
+        // "Block" as a user would. Without fake devices, headless Chromium on a machine
+        // with no camera finds none.
+        let dropped = match options.media {
+            MediaAccess::Denied => "--use-fake-ui-for-media-stream",
+            _ => "--use-fake-device-for-media-stream",
+        };
+        args.retain(|arg| arg.as_str() != Some(dropped));
+        if options.media == MediaAccess::Denied {
+            args.push(json!("--deny-permission-prompts"));
+        }
+    }
     if options.secure_origins.is_empty() {
         return;
     }

@@ -183,5 +183,5 @@ pub use recovery::{
     wait_peer_connection, wait_status_sequence,
 };
 
-pub use browser::LaunchOptions;
+pub use browser::{LaunchOptions, MediaAccess};
 pub use process::{enter_netns, in_netns};

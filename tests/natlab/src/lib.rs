@@ -31,6 +31,7 @@ pub async fn launch_clients(lab: &Lab, people: [(BrowserKind, &str); 2]) -> Resu
         .map(|ns| LaunchOptions {
             netns: Some(ns.clone()),
             secure_origins: vec![origin.clone()],
+            ..LaunchOptions::default()
         })
         .collect();
     Browser::launch_all_with(&[
