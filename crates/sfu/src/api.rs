@@ -1,0 +1,389 @@
+//! The worker's public face: its configuration, the handles the signaling side holds
+//! ([`WorkerHandle`], [`ParticipantHandle`]), the [`SfuEvent`]s it hears back, counters and
+//! room snapshots. Every call is a command over a bounded channel to the worker task, answered
+//! on a oneshot; nothing here touches media.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use str0m::media::Rid;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::SfuError;
+use crate::ids::{LeaveReason, ParticipantId, RoomId, TrackId, TrackInfo, TrackSource};
+use crate::router::{Limits, RouterStats};
+use crate::worker;
+
+/// How a worker is set up. Defaults in one place: [`WorkerConfig::default`].
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Where the media socket binds. Port 0 picks a free one.
+    pub bind: SocketAddr,
+    /// The address clients are told to send to (the ICE host candidate). Needed when `bind`
+    /// is unspecified (`0.0.0.0`) or behind 1:1 NAT; the port is always the bound one.
+    pub public_ip: Option<IpAddr>,
+    /// A participant whose ICE and DTLS are not up this long after joining is removed.
+    pub connect_timeout: Duration,
+    /// A connected participant from whom nothing (not even an ICE consent check, which
+    /// browsers send every few seconds) arrived this long is removed.
+    pub idle_timeout: Duration,
+    /// Rooms, participants, tracks, keyframe request rate.
+    pub limits: Limits,
+    /// Commands queued from the signaling side before callers wait.
+    pub command_queue: usize,
+    /// Events queued towards the signaling side before they are dropped.
+    pub event_queue: usize,
+    /// Kernel receive and send buffer of the media socket, in bytes (best effort: Linux caps
+    /// it at `net.core.rmem_max` / `wmem_max`). Absorbs bursts while the worker is busy;
+    /// what overflows is lost media.
+    pub socket_buffer: usize,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7882),
+            public_ip: None,
+            connect_timeout: Duration::from_secs(15),
+            idle_timeout: Duration::from_secs(15),
+            limits: Limits::default(),
+            command_queue: 256,
+            event_queue: 1024,
+            socket_buffer: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// What the worker tells the signaling side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SfuEvent {
+    /// ICE and DTLS are up; media can flow.
+    Connected {
+        /// Who.
+        participant: ParticipantId,
+    },
+    /// The participant is gone from the engine, with everything it published and received.
+    Left {
+        /// Who.
+        participant: ParticipantId,
+        /// Why.
+        reason: LeaveReason,
+    },
+    /// A participant started sending a track; everyone else in its room will receive it.
+    TrackPublished(TrackInfo),
+    /// A track stopped (unpublished, or its publisher left).
+    TrackUnpublished {
+        /// Who published it.
+        participant: ParticipantId,
+        /// The track.
+        track: TrackId,
+    },
+    /// The engine needs to renegotiate (new tracks to send, old ones to stop): relay this
+    /// offer to the participant and return its answer with
+    /// [`ParticipantHandle::accept_answer`]. At most one is outstanding per participant.
+    Offer {
+        /// Who must answer.
+        participant: ParticipantId,
+        /// The SDP offer.
+        sdp: String,
+    },
+}
+
+/// Counters of one worker.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkerStats {
+    /// What the routing core holds.
+    pub router: RouterStats,
+    /// Participants whose ICE and DTLS are up.
+    pub connected: usize,
+    /// Datagrams received.
+    pub datagrams_in: u64,
+    /// Datagrams dropped: unparseable, or accepted by no session.
+    pub datagrams_dropped: u64,
+    /// Datagrams that could not be sent (socket buffer full, unreachable).
+    pub send_errors: u64,
+    /// Frames written to subscribers.
+    pub frames_forwarded: u64,
+    /// Frames a subscriber could not take: its session lacks the publisher's codec, or
+    /// str0m refused the write.
+    pub frames_dropped: u64,
+    /// Keyframe requests (PLI) sent to publishers.
+    pub keyframe_requests: u64,
+    /// Events dropped because the event queue was full.
+    pub events_dropped: u64,
+}
+
+/// One room of a worker, as the admin API shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomSnapshot {
+    /// The room.
+    pub room: RoomId,
+    /// Its participants, by id.
+    pub participants: Vec<ParticipantSnapshot>,
+}
+
+/// One participant of a [`RoomSnapshot`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParticipantSnapshot {
+    /// Who.
+    pub id: ParticipantId,
+    /// ICE and DTLS are up.
+    pub connected: bool,
+    /// What it publishes.
+    pub published: Vec<TrackInfo>,
+    /// The tracks it receives (or will, once negotiated).
+    pub subscribed: Vec<TrackId>,
+    /// UDP payload bytes received from it.
+    pub bytes_in: u64,
+    /// UDP payload bytes sent to it.
+    pub bytes_out: u64,
+}
+
+pub(crate) enum Command {
+    Join {
+        room: RoomId,
+        participant: ParticipantId,
+        reply: oneshot::Sender<Result<(), SfuError>>,
+    },
+    AcceptOffer {
+        participant: ParticipantId,
+        sdp: String,
+        reply: oneshot::Sender<Result<String, SfuError>>,
+    },
+    AcceptAnswer {
+        participant: ParticipantId,
+        sdp: String,
+        reply: oneshot::Sender<Result<(), SfuError>>,
+    },
+    SelectLayer {
+        participant: ParticipantId,
+        track: TrackId,
+        rid: Rid,
+        reply: oneshot::Sender<Result<(), SfuError>>,
+    },
+    SetReceiving {
+        participant: ParticipantId,
+        track: TrackId,
+        receive: bool,
+        reply: oneshot::Sender<Result<(), SfuError>>,
+    },
+    SetSource {
+        participant: ParticipantId,
+        track: TrackId,
+        source: TrackSource,
+        reply: oneshot::Sender<Result<(), SfuError>>,
+    },
+    Leave {
+        participant: ParticipantId,
+    },
+    Stats {
+        reply: oneshot::Sender<WorkerStats>,
+    },
+    Rooms {
+        reply: oneshot::Sender<Vec<RoomSnapshot>>,
+    },
+}
+
+/// Binds the media socket and starts a worker task on the current tokio runtime. Returns the
+/// handle for commands and the receiver of its events. The worker stops when every handle
+/// (including [`ParticipantHandle`]s) is dropped.
+pub async fn spawn(
+    config: WorkerConfig,
+) -> Result<(WorkerHandle, mpsc::Receiver<SfuEvent>), SfuError> {
+    let (event_tx, event_rx) = mpsc::channel(config.event_queue.max(1));
+    let handle = spawn_with_events(config, event_tx).await?;
+    Ok((handle, event_rx))
+}
+
+/// [`spawn`] with events going to `events` (shared by the workers of a pool).
+pub(crate) async fn spawn_with_events(
+    config: WorkerConfig,
+    events: mpsc::Sender<SfuEvent>,
+) -> Result<WorkerHandle, SfuError> {
+    let (cmd_tx, cmd_rx) = mpsc::channel(config.command_queue.max(1));
+    let (local_addr, announced) = worker::start(config, events, cmd_rx).await?;
+    Ok(WorkerHandle {
+        commands: cmd_tx,
+        local_addr,
+        announced,
+    })
+}
+
+/// Commands to a worker from the signaling side. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct WorkerHandle {
+    commands: mpsc::Sender<Command>,
+    local_addr: SocketAddr,
+    announced: SocketAddr,
+}
+
+impl WorkerHandle {
+    /// Adds `participant` to `room`. It receives everyone else's tracks once it has sent an
+    /// offer ([`ParticipantHandle::accept_offer`]) and connected.
+    pub async fn join(
+        &self,
+        room: RoomId,
+        participant: ParticipantId,
+    ) -> Result<ParticipantHandle, SfuError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Join {
+            room,
+            participant,
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| SfuError::WorkerGone)??;
+        Ok(ParticipantHandle {
+            id: participant,
+            commands: self.commands.clone(),
+            left: false,
+        })
+    }
+
+    /// Removes a participant (same as [`ParticipantHandle::leave`]). A [`SfuEvent::Left`]
+    /// confirms it.
+    pub async fn leave(&self, participant: ParticipantId) -> Result<(), SfuError> {
+        self.send(Command::Leave { participant }).await
+    }
+
+    /// The worker's counters.
+    pub async fn stats(&self) -> Result<WorkerStats, SfuError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Stats { reply }).await?;
+        rx.await.map_err(|_| SfuError::WorkerGone)
+    }
+
+    /// Every room of the worker with its participants, tracks and byte counters, sorted by
+    /// room and participant.
+    pub async fn rooms(&self) -> Result<Vec<RoomSnapshot>, SfuError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Rooms { reply }).await?;
+        rx.await.map_err(|_| SfuError::WorkerGone)
+    }
+
+    /// The address the media socket is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The address announced to clients as the ICE candidate.
+    pub fn announced_addr(&self) -> SocketAddr {
+        self.announced
+    }
+
+    async fn send(&self, cmd: Command) -> Result<(), SfuError> {
+        self.commands
+            .send(cmd)
+            .await
+            .map_err(|_| SfuError::WorkerGone)
+    }
+}
+
+/// One participant's line to its worker. Dropping it without [`ParticipantHandle::leave`]
+/// removes the participant all the same (best effort: if the command queue is full, the
+/// participant is removed by the connect timeout or ICE disconnect instead).
+#[derive(Debug)]
+pub struct ParticipantHandle {
+    id: ParticipantId,
+    commands: mpsc::Sender<Command>,
+    left: bool,
+}
+
+impl ParticipantHandle {
+    /// Who this is.
+    pub fn id(&self) -> ParticipantId {
+        self.id
+    }
+
+    /// Accepts the participant's SDP offer (the first one creates its session) and returns
+    /// the answer. Refused with [`SdpError`](crate::SdpError) for unparseable SDP, an offer without any
+    /// m-line, or audio/video without a supported codec.
+    pub async fn accept_offer(&self, sdp: &str) -> Result<String, SfuError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::AcceptOffer {
+            participant: self.id,
+            sdp: sdp.to_owned(),
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| SfuError::WorkerGone)?
+    }
+
+    /// The participant's answer to an [`SfuEvent::Offer`].
+    pub async fn accept_answer(&self, sdp: &str) -> Result<(), SfuError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::AcceptAnswer {
+            participant: self.id,
+            sdp: sdp.to_owned(),
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| SfuError::WorkerGone)?
+    }
+
+    /// Chooses which simulcast layer of `track` this participant receives.
+    pub async fn select_layer(&self, track: TrackId, rid: &str) -> Result<(), SfuError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::SelectLayer {
+            participant: self.id,
+            track,
+            rid: Rid::from(rid),
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| SfuError::WorkerGone)?
+    }
+
+    /// Stops (`false`) or resumes (`true`) receiving `track`, e.g. while its tile is hidden.
+    /// The m-line stays; a resumed video track starts again at a keyframe.
+    pub async fn set_receiving(&self, track: TrackId, receive: bool) -> Result<(), SfuError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::SetReceiving {
+            participant: self.id,
+            track,
+            receive,
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| SfuError::WorkerGone)?
+    }
+
+    /// Says what one of this participant's own tracks carries (camera, screen share, …).
+    pub async fn set_source(&self, track: TrackId, source: TrackSource) -> Result<(), SfuError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::SetSource {
+            participant: self.id,
+            track,
+            source,
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| SfuError::WorkerGone)?
+    }
+
+    /// Leaves: every track and subscription of this participant goes.
+    pub async fn leave(mut self) -> Result<(), SfuError> {
+        self.left = true;
+        self.send(Command::Leave {
+            participant: self.id,
+        })
+        .await
+    }
+
+    async fn send(&self, cmd: Command) -> Result<(), SfuError> {
+        self.commands
+            .send(cmd)
+            .await
+            .map_err(|_| SfuError::WorkerGone)
+    }
+}
+
+impl Drop for ParticipantHandle {
+    fn drop(&mut self) {
+        if !self.left {
+            let _ = self.commands.try_send(Command::Leave {
+                participant: self.id,
+            });
+        }
+    }
+}

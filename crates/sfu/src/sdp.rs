@@ -1,0 +1,136 @@
+//! Checks on an incoming offer before it reaches str0m: the engine refuses an offer with no
+//! m-line at all, and an audio or video m-line whose codecs it cannot forward, with a typed
+//! error the signaling side can show (str0m would otherwise answer with a rejected m-line and
+//! the client would wait for media that never comes).
+//!
+//! This is a scan of `m=` and `a=rtpmap:` lines only; the full parse is str0m's.
+
+use crate::error::SdpError;
+
+/// Codecs the engine forwards (str0m's defaults), lower case as in `a=rtpmap`.
+const FORWARDED_CODECS: &[&str] = &["opus", "vp8", "vp9", "h264", "h265", "av1"];
+
+/// Most m-lines an offer may have.
+pub(crate) const MAX_MEDIA_SECTIONS: usize = 32;
+
+/// Largest offer accepted, in bytes.
+pub(crate) const MAX_SDP_LEN: usize = 64 * 1024;
+
+#[derive(Debug)]
+struct Section<'a> {
+    kind: &'a str,
+    port_zero: bool,
+    supported: bool,
+}
+
+/// Refuses offers the engine cannot serve; see the module documentation.
+pub(crate) fn check_offer(sdp: &str) -> Result<(), SdpError> {
+    if sdp.len() > MAX_SDP_LEN {
+        return Err(SdpError::Invalid(format!(
+            "longer than {MAX_SDP_LEN} bytes"
+        )));
+    }
+    let mut sections: Vec<Section<'_>> = Vec::new();
+    for line in sdp.lines() {
+        let line = line.trim_end();
+        if let Some(rest) = line.strip_prefix("m=") {
+            let mut fields = rest.split_ascii_whitespace();
+            let kind = fields.next().unwrap_or("");
+            let port_zero = fields.next() == Some("0");
+            sections.push(Section {
+                kind,
+                port_zero,
+                supported: false,
+            });
+            if sections.len() > MAX_MEDIA_SECTIONS {
+                return Err(SdpError::Invalid(format!(
+                    "more than {MAX_MEDIA_SECTIONS} media sections"
+                )));
+            }
+        } else if let Some(rest) = line.strip_prefix("a=rtpmap:") {
+            let codec = rest
+                .split_ascii_whitespace()
+                .nth(1)
+                .and_then(|enc| enc.split('/').next())
+                .unwrap_or("");
+            if let Some(section) = sections.last_mut()
+                && FORWARDED_CODECS
+                    .iter()
+                    .any(|c| c.eq_ignore_ascii_case(codec))
+            {
+                section.supported = true;
+            }
+        }
+    }
+    if sections.is_empty() {
+        return Err(SdpError::NoMedia);
+    }
+    for (index, s) in sections.iter().enumerate() {
+        let media = s.kind == "audio" || s.kind == "video";
+        if media && !s.port_zero && !s.supported {
+            return Err(SdpError::UnsupportedCodecs {
+                index,
+                kind: s.kind.to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEADER: &str = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n";
+
+    #[test]
+    fn no_media_section_is_refused() {
+        assert_eq!(check_offer(HEADER), Err(SdpError::NoMedia));
+        assert_eq!(check_offer(""), Err(SdpError::NoMedia));
+    }
+
+    #[test]
+    fn supported_codecs_pass() {
+        let sdp = format!(
+            "{HEADER}m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n\
+             m=video 9 UDP/TLS/RTP/SAVPF 96 97\r\na=rtpmap:96 VP8/90000\r\na=rtpmap:97 rtx/90000\r\n"
+        );
+        assert_eq!(check_offer(&sdp), Ok(()));
+    }
+
+    #[test]
+    fn data_channel_only_passes() {
+        let sdp = format!("{HEADER}m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n");
+        assert_eq!(check_offer(&sdp), Ok(()));
+    }
+
+    #[test]
+    fn unsupported_codecs_are_refused() {
+        let sdp = format!(
+            "{HEADER}m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n\
+             m=video 9 UDP/TLS/RTP/SAVPF 98\r\na=rtpmap:98 theora/90000\r\n"
+        );
+        assert_eq!(
+            check_offer(&sdp),
+            Err(SdpError::UnsupportedCodecs {
+                index: 1,
+                kind: "video".into()
+            })
+        );
+    }
+
+    #[test]
+    fn rejected_m_line_is_ignored() {
+        let sdp = format!(
+            "{HEADER}m=video 0 UDP/TLS/RTP/SAVPF 98\r\na=rtpmap:98 theora/90000\r\n\
+             m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n"
+        );
+        assert_eq!(check_offer(&sdp), Ok(()));
+    }
+
+    #[test]
+    fn oversized_offer_is_refused() {
+        let sdp = "a".repeat(MAX_SDP_LEN + 1);
+        assert!(matches!(check_offer(&sdp), Err(SdpError::Invalid(_))));
+    }
+}

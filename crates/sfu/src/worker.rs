@@ -1,0 +1,814 @@
+//! The worker: one tokio task that owns one UDP socket, every str0m [`Rtc`] of its rooms and
+//! the [`Router`]. It moves datagrams in and out, drives str0m's timers, and forwards media
+//! between sessions as the router decides.
+//!
+//! Nothing here is shared: the signaling side talks to the worker through the handles in
+//! [`crate::api`] (commands over a bounded channel) and hears back through
+//! [`SfuEvent`]s. So the media path takes no lock.
+//!
+//! The loop, in order: wait for a command, a readable socket or the earliest deadline; feed
+//! what arrived (a datagram goes to the session that [`Rtc::accepts`] it, found by its source
+//! address, or from a new address by the ICE username fragment in its STUN check); fire due
+//! timeouts; then drain every session touched ("dirty") until str0m reports its next timeout,
+//! sending what it transmits and acting on its events. Media frames are written to each
+//! subscriber's `Rtc` sharing the same `Arc<[u8]>` payload, so forwarding copies no media.
+//!
+//! It never blocks on a client: a full socket buffer drops the datagram (UDP may), a full event
+//! queue drops the event and counts it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use str0m::change::{SdpAnswer, SdpOffer};
+use str0m::config::{CryptoProvider, DtlsCert};
+use str0m::ice::StunMessage;
+use str0m::media::{Direction, KeyframeRequestKind, MediaData};
+use str0m::net::{DatagramRecv, Protocol, Receive};
+use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tracing::{Instrument, debug, info, warn};
+
+use crate::api::{Command, ParticipantSnapshot, RoomSnapshot, SfuEvent, WorkerConfig, WorkerStats};
+use crate::client::Client;
+use crate::error::{RouteError, SdpError, SfuError};
+use crate::ids::{LeaveReason, ParticipantId, RoomId, TrackSource};
+use crate::router::{Router, RouterOutput};
+use crate::sdp;
+
+/// Largest datagram read from the socket; WebRTC stays under ~1200 bytes.
+const RECV_BUF: usize = 2048;
+/// Datagrams read per wake-up before timers and commands get a turn.
+const RECV_BATCH: usize = 64;
+/// Wait before offering again when an offer could not be delivered.
+const OFFER_RETRY: Duration = Duration::from_millis(250);
+/// Longest sleep when no deadline is due.
+const IDLE_WAKE: Duration = Duration::from_secs(1);
+
+/// Binds the media socket, builds the worker and starts its task on the current runtime.
+/// Returns the bound and the announced address.
+pub(crate) async fn start(
+    config: WorkerConfig,
+    events: mpsc::Sender<SfuEvent>,
+    commands: mpsc::Receiver<Command>,
+) -> Result<(SocketAddr, SocketAddr), SfuError> {
+    let socket = UdpSocket::bind(config.bind).await?;
+    let sock = socket2::SockRef::from(&socket);
+    if let Err(e) = sock
+        .set_recv_buffer_size(config.socket_buffer)
+        .and_then(|()| sock.set_send_buffer_size(config.socket_buffer))
+    {
+        warn!("media socket buffer size not set: {e}");
+    }
+    let bound = socket.local_addr()?;
+    let ip = match config.public_ip {
+        Some(ip) => ip,
+        None if bound.ip().is_unspecified() => {
+            return Err(SfuError::Config(
+                "the media socket binds an unspecified address: set public_ip",
+            ));
+        }
+        None => bound.ip(),
+    };
+    let announced = SocketAddr::new(ip, bound.port());
+    let candidate = Candidate::host(announced, "udp")
+        .map_err(|_| SfuError::Config("the announced address is not a usable ICE candidate"))?;
+    let crypto = Arc::new(str0m::crypto::from_feature_flags());
+    let cert = crypto
+        .dtls_provider
+        .generate_certificate()
+        .ok_or(SfuError::Config("could not generate a DTLS certificate"))?;
+
+    let worker = Worker {
+        socket,
+        announced,
+        candidate,
+        crypto,
+        cert,
+        router: Router::new(config.limits.clone()),
+        config,
+        clients: HashMap::new(),
+        by_addr: HashMap::new(),
+        by_ufrag: HashMap::new(),
+        dirty: Vec::new(),
+        expired: Vec::new(),
+        next_wake: Instant::now(),
+        events,
+        commands,
+        stats: WorkerStats::default(),
+    };
+    let span = tracing::info_span!("sfu_worker", addr = %announced);
+    tokio::spawn(worker.run().instrument(span));
+    info!(%bound, %announced, "SFU worker started");
+    Ok((bound, announced))
+}
+
+/// What woke the loop.
+enum Wake {
+    Command(Option<Command>),
+    Readable(io::Result<()>),
+    Timer,
+}
+
+struct Worker {
+    socket: UdpSocket,
+    /// The candidate address; also the `destination` of every received datagram.
+    announced: SocketAddr,
+    candidate: Candidate,
+    crypto: Arc<CryptoProvider>,
+    cert: DtlsCert,
+    config: WorkerConfig,
+    router: Router,
+    clients: HashMap<ParticipantId, Client>,
+    /// Source address → session, learnt from datagrams a session accepted.
+    by_addr: HashMap<SocketAddr, ParticipantId>,
+    /// Our ICE username fragment → session, for STUN checks from addresses not seen yet.
+    by_ufrag: HashMap<String, ParticipantId>,
+    /// Sessions to poll before sleeping.
+    dirty: Vec<ParticipantId>,
+    /// Scratch list of sessions past their connect or idle deadline.
+    expired: Vec<ParticipantId>,
+    /// The earliest session deadline (str0m timeout, connect or idle deadline). Maybe early
+    /// (a deadline moved later), never late: session deadlines are scanned only when it
+    /// passes, so a busy worker does not walk every session for every datagram.
+    next_wake: Instant,
+    events: mpsc::Sender<SfuEvent>,
+    commands: mpsc::Receiver<Command>,
+    stats: WorkerStats,
+}
+
+impl Worker {
+    async fn run(mut self) {
+        let mut buf = vec![0u8; RECV_BUF];
+        loop {
+            let deadline = self.next_deadline();
+            let wake = tokio::select! {
+                cmd = self.commands.recv() => Wake::Command(cmd),
+                ready = self.socket.readable() => Wake::Readable(ready),
+                () = tokio::time::sleep_until(deadline.into()) => Wake::Timer,
+            };
+            match wake {
+                Wake::Command(None) => break,
+                Wake::Command(Some(cmd)) => self.handle_command(cmd, Instant::now()),
+                Wake::Readable(Ok(())) => self.read_socket(&mut buf),
+                Wake::Readable(Err(e)) => warn!("media socket: {e}"),
+                Wake::Timer => {}
+            }
+            let now = Instant::now();
+            self.handle_timeouts(now);
+            self.drain(now);
+        }
+        info!("SFU worker stopped");
+    }
+
+    /// When the loop must wake next: the earliest session deadline known, or the router's.
+    fn next_deadline(&self) -> Instant {
+        match self.router.poll_timeout() {
+            Some(t) => self.next_wake.min(t),
+            None => self.next_wake,
+        }
+    }
+
+    /// Makes sure the loop wakes by `at`.
+    fn wake_by(&mut self, at: Instant) {
+        self.next_wake = self.next_wake.min(at);
+    }
+
+    // ---- commands -------------------------------------------------------------------------
+
+    fn handle_command(&mut self, cmd: Command, now: Instant) {
+        match cmd {
+            Command::Join {
+                room,
+                participant,
+                reply,
+            } => {
+                let result = self.join(room, participant, now);
+                let _ = reply.send(result);
+            }
+            Command::AcceptOffer {
+                participant,
+                sdp,
+                reply,
+            } => {
+                let result = self.accept_offer(participant, &sdp, now);
+                if let Err(e) = &result {
+                    debug!(%participant, "offer refused: {e}");
+                }
+                let _ = reply.send(result);
+            }
+            Command::AcceptAnswer {
+                participant,
+                sdp,
+                reply,
+            } => {
+                let result = self.accept_answer(participant, &sdp, now);
+                if let Err(e) = &result {
+                    debug!(%participant, "answer refused: {e}");
+                }
+                let _ = reply.send(result);
+            }
+            Command::SelectLayer {
+                participant,
+                track,
+                rid,
+                reply,
+            } => {
+                let result = self.router.select_layer(participant, track, rid, now);
+                let _ = reply.send(result.map_err(SfuError::from));
+            }
+            Command::SetReceiving {
+                participant,
+                track,
+                receive,
+                reply,
+            } => {
+                let result = self.router.set_receiving(participant, track, receive, now);
+                let _ = reply.send(result.map_err(SfuError::from));
+            }
+            Command::SetSource {
+                participant,
+                track,
+                source,
+                reply,
+            } => {
+                let result = match self.router.track(track) {
+                    Some(info) if info.publisher == participant => {
+                        self.router.set_source(track, source)
+                    }
+                    _ => Err(RouteError::UnknownTrack(track)),
+                };
+                let _ = reply.send(result.map_err(SfuError::from));
+            }
+            Command::Leave { participant } => self.remove_client(participant, LeaveReason::Left),
+            Command::Stats { reply } => {
+                let mut stats = self.stats;
+                stats.router = self.router.stats();
+                stats.connected = self.clients.values().filter(|c| c.connected).count();
+                let _ = reply.send(stats);
+            }
+            Command::Rooms { reply } => {
+                let _ = reply.send(self.rooms());
+            }
+        }
+    }
+
+    fn rooms(&self) -> Vec<RoomSnapshot> {
+        let mut rooms: BTreeMap<&RoomId, Vec<ParticipantSnapshot>> = BTreeMap::new();
+        for c in self.clients.values() {
+            let published = self
+                .router
+                .published_by(c.id)
+                .iter()
+                .filter_map(|&t| self.router.track(t).cloned())
+                .collect();
+            rooms.entry(&c.room).or_default().push(ParticipantSnapshot {
+                id: c.id,
+                connected: c.connected,
+                published,
+                subscribed: self.router.subscribed_by(c.id),
+                bytes_in: c.bytes_in,
+                bytes_out: c.bytes_out,
+            });
+        }
+        rooms
+            .into_iter()
+            .map(|(room, mut participants)| {
+                participants.sort_by_key(|p| p.id);
+                RoomSnapshot {
+                    room: room.clone(),
+                    participants,
+                }
+            })
+            .collect()
+    }
+
+    fn join(
+        &mut self,
+        room: RoomId,
+        participant: ParticipantId,
+        now: Instant,
+    ) -> Result<(), SfuError> {
+        self.router.join(room.clone(), participant)?;
+        let client = Client::new(participant, room, now, self.config.connect_timeout);
+        self.wake_by(client.connect_deadline);
+        self.clients.insert(participant, client);
+        debug!(%participant, "joined");
+        Ok(())
+    }
+
+    /// A session for a participant, with its own ICE credentials.
+    fn new_rtc(&self, now: Instant) -> (Rtc, String) {
+        let creds = IceCreds::new();
+        let ufrag = creds.ufrag.clone();
+        let mut rtc = Rtc::builder()
+            .set_ice_lite(true)
+            .set_local_ice_credentials(creds)
+            .set_crypto_provider(self.crypto.clone())
+            .set_dtls_cert(self.cert.clone())
+            .build(now);
+        rtc.add_local_candidate(self.candidate.clone());
+        (rtc, ufrag)
+    }
+
+    fn accept_offer(
+        &mut self,
+        participant: ParticipantId,
+        sdp: &str,
+        now: Instant,
+    ) -> Result<String, SfuError> {
+        if !self.clients.contains_key(&participant) {
+            return Err(RouteError::UnknownParticipant(participant).into());
+        }
+        sdp::check_offer(sdp)?;
+        let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| SdpError::Invalid(e.to_string()))?;
+        let fresh = self.clients[&participant]
+            .rtc
+            .is_none()
+            .then(|| self.new_rtc(now));
+        let client = self
+            .clients
+            .get_mut(&participant)
+            .ok_or(RouteError::UnknownParticipant(participant))?;
+        let is_fresh = fresh.is_some();
+        if let Some((rtc, ufrag)) = fresh {
+            client.rtc = Some(rtc);
+            client.ufrag.clone_from(&ufrag);
+            self.by_ufrag.insert(ufrag, participant);
+        }
+        let rtc = client.rtc.as_mut().ok_or(SdpError::NoSession)?;
+        match rtc.sdp_api().accept_offer(offer) {
+            Ok(answer) => {
+                // An ICE restart from the client (e.g. it changed networks) gives the session
+                // new credentials: checks from its new address carry the new fragment.
+                let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
+                if ufrag != client.ufrag {
+                    self.by_ufrag.remove(&client.ufrag);
+                    self.by_ufrag.insert(ufrag.clone(), participant);
+                    client.ufrag = ufrag;
+                }
+                client.offer_crossed();
+                self.mark_dirty(participant);
+                Ok(answer.to_sdp_string())
+            }
+            Err(e) => {
+                if is_fresh {
+                    client.rtc = None;
+                    self.by_ufrag.remove(&client.ufrag);
+                } else {
+                    self.mark_dirty(participant);
+                }
+                Err(SdpError::Rejected(e.to_string()).into())
+            }
+        }
+    }
+
+    fn accept_answer(
+        &mut self,
+        participant: ParticipantId,
+        sdp: &str,
+        now: Instant,
+    ) -> Result<(), SfuError> {
+        let client = self
+            .clients
+            .get_mut(&participant)
+            .ok_or(RouteError::UnknownParticipant(participant))?;
+        let answer =
+            SdpAnswer::from_sdp_string(sdp).map_err(|e| SdpError::Invalid(e.to_string()))?;
+        if client.rtc.is_none() {
+            return Err(SdpError::NoSession.into());
+        }
+        let pending = client.take_pending().ok_or(SdpError::NoPendingOffer)?;
+        let rtc = client.rtc.as_mut().ok_or(SdpError::NoSession)?;
+        match rtc.sdp_api().accept_answer(pending, answer) {
+            Ok(()) => {
+                for (track, mid) in client.answer_accepted() {
+                    if self
+                        .router
+                        .subscription_ready(participant, track, mid, now)
+                        .is_err()
+                    {
+                        // The track went while its m-line was negotiated.
+                        client.stop_later(mid);
+                    }
+                }
+            }
+            Err(e) => {
+                client.requeue();
+                self.mark_dirty(participant);
+                return Err(SdpError::Rejected(e.to_string()).into());
+            }
+        }
+        self.mark_dirty(participant);
+        Ok(())
+    }
+
+    fn remove_client(&mut self, participant: ParticipantId, reason: LeaveReason) {
+        let Some(client) = self.clients.remove(&participant) else {
+            return;
+        };
+        for addr in &client.addrs {
+            if self.by_addr.get(addr) == Some(&participant) {
+                self.by_addr.remove(addr);
+            }
+        }
+        self.by_ufrag.remove(&client.ufrag);
+        let _ = self.router.leave(participant);
+        info!(%participant, room = %client.room, ?reason, "left");
+        emit(
+            &self.events,
+            &mut self.stats,
+            SfuEvent::Left {
+                participant,
+                reason,
+            },
+        );
+    }
+
+    // ---- network input --------------------------------------------------------------------
+
+    fn read_socket(&mut self, buf: &mut [u8]) {
+        for _ in 0..RECV_BATCH {
+            match self.socket.try_recv_from(buf) {
+                Ok((n, source)) => self.handle_datagram(&buf[..n], source, Instant::now()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                // ICMP errors (e.g. port unreachable) surface here on some systems.
+                Err(e) => debug!("media socket receive: {e}"),
+            }
+        }
+    }
+
+    fn handle_datagram(&mut self, data: &[u8], source: SocketAddr, now: Instant) {
+        self.stats.datagrams_in += 1;
+        let Ok(contents) = DatagramRecv::try_from(data) else {
+            self.stats.datagrams_dropped += 1;
+            return;
+        };
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination: self.announced,
+                contents,
+            },
+        );
+        let known = self.by_addr.get(&source).copied().filter(|id| {
+            self.clients
+                .get(id)
+                .and_then(|c| c.rtc.as_ref())
+                .is_some_and(|rtc| rtc.accepts(&input))
+        });
+        // A new address must start with an ICE check naming one of our sessions.
+        let target = known.or_else(|| {
+            let id = *self.by_ufrag.get(stun_local_ufrag(data)?)?;
+            let rtc = self.clients.get(&id)?.rtc.as_ref()?;
+            rtc.accepts(&input).then_some(id)
+        });
+        let Some(id) = target else {
+            self.stats.datagrams_dropped += 1;
+            return;
+        };
+        let Some(client) = self.clients.get_mut(&id) else {
+            return;
+        };
+        client.last_input = now;
+        client.bytes_in += data.len() as u64;
+        if known.is_none() {
+            if let Some(evicted) = client.remember_addr(source) {
+                self.by_addr.remove(&evicted);
+            }
+            self.by_addr.insert(source, id);
+        }
+        if let Some(rtc) = client.rtc.as_mut()
+            && let Err(e) = rtc.handle_input(input)
+        {
+            // A bad packet from the client's address; str0m closes the session if it is
+            // fatal, which the next poll notices.
+            debug!(participant = %id, "input refused: {e}");
+            self.stats.datagrams_dropped += 1;
+        }
+        self.mark_dirty(id);
+    }
+
+    fn handle_timeouts(&mut self, now: Instant) {
+        self.router.handle_timeout(now);
+        if now < self.next_wake {
+            return;
+        }
+        let mut next_wake = now + IDLE_WAKE;
+        self.expired.clear();
+        for c in self.clients.values_mut() {
+            let deadline = if c.connected {
+                c.last_input + self.config.idle_timeout
+            } else {
+                c.connect_deadline
+            };
+            if now >= deadline {
+                self.expired.push(c.id);
+                continue;
+            }
+            next_wake = next_wake.min(deadline);
+            match c.offer_retry_at {
+                Some(t) if t <= now && !c.dirty => {
+                    c.dirty = true;
+                    self.dirty.push(c.id);
+                }
+                Some(t) => next_wake = next_wake.min(t),
+                None => {}
+            }
+            match c.next_timeout {
+                Some(t) if t <= now => {
+                    // Polling the session sets its next timeout again.
+                    c.next_timeout = None;
+                    if let Some(rtc) = c.rtc.as_mut()
+                        && let Err(e) = rtc.handle_input(Input::Timeout(now))
+                    {
+                        debug!(participant = %c.id, "timeout input: {e}");
+                    }
+                    if !c.dirty {
+                        c.dirty = true;
+                        self.dirty.push(c.id);
+                    }
+                }
+                Some(t) => next_wake = next_wake.min(t),
+                None => {}
+            }
+        }
+        self.next_wake = next_wake;
+        for i in 0..self.expired.len() {
+            let id = self.expired[i];
+            let reason = match self.clients.get(&id) {
+                Some(c) if c.connected => LeaveReason::IceDisconnected,
+                _ => LeaveReason::ConnectTimeout,
+            };
+            self.remove_client(id, reason);
+        }
+    }
+
+    // ---- output ---------------------------------------------------------------------------
+
+    fn mark_dirty(&mut self, id: ParticipantId) {
+        if let Some(c) = self.clients.get_mut(&id)
+            && !c.dirty
+        {
+            c.dirty = true;
+            self.dirty.push(id);
+        }
+    }
+
+    /// Applies router decisions and polls dirty sessions until nothing is left to do.
+    fn drain(&mut self, now: Instant) {
+        loop {
+            while let Some(out) = self.router.poll_output() {
+                self.apply_router_output(out);
+            }
+            let Some(id) = self.dirty.pop() else {
+                return;
+            };
+            if let Some(c) = self.clients.get_mut(&id) {
+                c.dirty = false;
+                self.poll_client(id, now);
+            }
+        }
+    }
+
+    fn apply_router_output(&mut self, out: RouterOutput) {
+        match out {
+            RouterOutput::TrackPublished(info) => {
+                info!(participant = %info.publisher, track = %info.id, kind = ?info.kind, "track published");
+                emit(
+                    &self.events,
+                    &mut self.stats,
+                    SfuEvent::TrackPublished(info),
+                );
+            }
+            RouterOutput::TrackUnpublished { track, publisher } => {
+                let event = SfuEvent::TrackUnpublished {
+                    participant: publisher,
+                    track,
+                };
+                emit(&self.events, &mut self.stats, event);
+            }
+            RouterOutput::Subscribe { subscriber, track } => {
+                if let Some(c) = self.clients.get_mut(&subscriber) {
+                    c.queue_subscription(track);
+                    self.mark_dirty(subscriber);
+                }
+            }
+            RouterOutput::Unsubscribe {
+                subscriber,
+                track,
+                out_mid,
+            } => {
+                if let Some(c) = self.clients.get_mut(&subscriber) {
+                    c.queue_unsubscription(track, out_mid);
+                    self.mark_dirty(subscriber);
+                }
+            }
+            RouterOutput::RequestKeyframe {
+                publisher,
+                mid,
+                rid,
+            } => {
+                let writer = self
+                    .clients
+                    .get_mut(&publisher)
+                    .and_then(|c| c.rtc.as_mut())
+                    .and_then(|rtc| rtc.writer(mid));
+                if let Some(mut writer) = writer {
+                    match writer.request_keyframe(rid, KeyframeRequestKind::Pli) {
+                        Ok(()) => self.stats.keyframe_requests += 1,
+                        Err(e) => debug!(%publisher, "keyframe request: {e}"),
+                    }
+                    self.mark_dirty(publisher);
+                }
+            }
+        }
+    }
+
+    fn poll_client(&mut self, id: ParticipantId, now: Instant) {
+        self.maybe_offer(id, now);
+        loop {
+            let Some(client) = self.clients.get_mut(&id) else {
+                return;
+            };
+            let Some(rtc) = client.rtc.as_mut() else {
+                return;
+            };
+            if !rtc.is_alive() {
+                self.remove_client(id, LeaveReason::Failed);
+                return;
+            }
+            match rtc.poll_output() {
+                Ok(Output::Timeout(t)) => {
+                    client.next_timeout = Some(t);
+                    self.wake_by(t);
+                    return;
+                }
+                Ok(Output::Transmit(t)) => {
+                    match self.socket.try_send_to(&t.contents, t.destination) {
+                        Ok(n) => client.bytes_out += n as u64,
+                        Err(_) => self.stats.send_errors += 1,
+                    }
+                }
+                Ok(Output::Event(event)) => self.handle_event(id, event, now),
+                Err(e) => {
+                    warn!(participant = %id, "session failed: {e}");
+                    self.remove_client(id, LeaveReason::Failed);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Sends a renegotiation offer if this session has subscriptions to add or stop.
+    fn maybe_offer(&mut self, id: ParticipantId, now: Instant) {
+        let Some(client) = self.clients.get_mut(&id) else {
+            return;
+        };
+        if client.offer_retry_at.is_some_and(|t| now < t) {
+            return;
+        }
+        client.offer_retry_at = None;
+        let router = &self.router;
+        if let Some(offer) = client.make_offer(|t| router.track(t)) {
+            debug!(participant = %id, "renegotiating");
+            let event = SfuEvent::Offer {
+                participant: id,
+                sdp: offer.to_sdp_string(),
+            };
+            if !emit(&self.events, &mut self.stats, event) {
+                // Nobody will answer an offer nobody saw: try again a little later (not on
+                // every poll, which comes with every forwarded frame).
+                client.requeue();
+                let retry = now + OFFER_RETRY;
+                client.offer_retry_at = Some(retry);
+                self.wake_by(retry);
+            }
+        }
+    }
+
+    fn handle_event(&mut self, id: ParticipantId, event: Event, now: Instant) {
+        match event {
+            Event::Connected => {
+                if let Some(c) = self.clients.get_mut(&id) {
+                    c.connected = true;
+                    c.last_input = now;
+                }
+                self.wake_by(now + self.config.idle_timeout);
+                info!(participant = %id, "connected");
+                emit(
+                    &self.events,
+                    &mut self.stats,
+                    SfuEvent::Connected { participant: id },
+                );
+                // Subscriptions queued before the session was up can be offered now.
+                self.maybe_offer(id, now);
+            }
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                self.remove_client(id, LeaveReason::IceDisconnected);
+            }
+            Event::MediaAdded(added) => {
+                if matches!(added.direction, Direction::RecvOnly | Direction::SendRecv) {
+                    let layers = added
+                        .simulcast
+                        .map(|s| {
+                            let list = if s.recv.is_empty() { s.send } else { s.recv };
+                            list.into_iter().map(|l| l.rid).collect()
+                        })
+                        .unwrap_or_default();
+                    let source = TrackSource::default_for(added.kind);
+                    if let Err(e) = self
+                        .router
+                        .publish(id, added.mid, added.kind, source, layers)
+                    {
+                        warn!(participant = %id, "track not published: {e}");
+                    }
+                }
+            }
+            Event::MediaChanged(changed) => {
+                let receiving =
+                    matches!(changed.direction, Direction::RecvOnly | Direction::SendRecv);
+                if !receiving && let Some(track) = self.router.track_by_mid(id, changed.mid) {
+                    let _ = self.router.unpublish(track);
+                }
+            }
+            Event::MediaData(data) => self.forward(id, data, now),
+            Event::KeyframeRequest(req) => {
+                self.router.on_subscriber_keyframe_request(id, req.mid, now);
+            }
+            _ => {}
+        }
+    }
+
+    /// Writes one frame to every subscriber the router names, sharing its payload.
+    fn forward(&mut self, publisher: ParticipantId, data: MediaData, now: Instant) {
+        let Some(track) = self.router.track_by_mid(publisher, data.mid) else {
+            return;
+        };
+        if !data.contiguous {
+            self.router.on_media_gap(track, data.rid, now);
+        }
+        let Worker {
+            router,
+            clients,
+            dirty,
+            stats,
+            ..
+        } = self;
+        for f in router.on_media(track, data.rid, data.is_keyframe(), now) {
+            let Some(c) = clients.get_mut(&f.subscriber) else {
+                continue;
+            };
+            let Some(writer) = c.rtc.as_mut().and_then(|rtc| rtc.writer(f.out_mid)) else {
+                continue;
+            };
+            let Some(pt) = writer.match_params(data.params) else {
+                // The subscriber did not accept the publisher's codec.
+                stats.frames_dropped += 1;
+                continue;
+            };
+            if let Err(e) = writer.write(pt, data.network_time, data.time, data.data.clone()) {
+                debug!(subscriber = %f.subscriber, "write: {e}");
+                stats.frames_dropped += 1;
+                continue;
+            }
+            stats.frames_forwarded += 1;
+            if !c.dirty {
+                c.dirty = true;
+                dirty.push(f.subscriber);
+            }
+        }
+    }
+}
+
+/// Our username fragment from a STUN binding request (`USERNAME` is `ours:theirs`), if
+/// `data` is one. RFC 7983: a first byte of 0–3 means STUN.
+fn stun_local_ufrag(data: &[u8]) -> Option<&str> {
+    if data.first().is_none_or(|&b| b > 3) {
+        return None;
+    }
+    let username = StunMessage::parse(data).ok()?.username()?;
+    username.split(':').next()
+}
+
+/// Queues an event for the signaling side; `false` if it had to be dropped.
+fn emit(events: &mpsc::Sender<SfuEvent>, stats: &mut WorkerStats, event: SfuEvent) -> bool {
+    match events.try_send(event) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            stats.events_dropped += 1;
+            warn!("SFU event queue full: event dropped");
+            false
+        }
+        // Nobody listens any more: the worker is shutting down with its handles.
+        Err(mpsc::error::TrySendError::Closed(_)) => {
+            stats.events_dropped += 1;
+            false
+        }
+    }
+}

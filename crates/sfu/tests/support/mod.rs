@@ -1,0 +1,706 @@
+//! Test support shared by the integration tests: a browser stand-in built on a second str0m
+//! `Rtc` (full ICE, its own UDP socket on loopback) that publishes synthetic VP8 and Opus at
+//! realistic rates and checks what it receives, plus a harness that runs a worker and plays
+//! the signaling side (relays the engine's renegotiation offers to the right client).
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::media::{
+    Direction, Frequency, KeyframeRequestKind, MediaKind, MediaTime, Mid, Rid, Simulcast,
+    SimulcastLayer,
+};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, Input, Output, Rtc};
+use switchboard_sfu::{
+    ParticipantHandle, ParticipantId, RoomId, Sfu, SfuError, SfuEvent, TrackId, TrackSource,
+    WorkerConfig, WorkerHandle,
+};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+
+pub const VIDEO_FPS: u64 = 30;
+pub const AUDIO_FRAME: Duration = Duration::from_millis(20);
+const KEYFRAME_BODY: usize = 3_000;
+const DELTA_BODY: usize = 700;
+const AUDIO_BODY: usize = 76;
+/// VP8 frame tag with P=0 (keyframe), then the keyframe start code and 640x480.
+const VP8_KEY_HEADER: [u8; 10] = [0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0xe0, 0x01];
+/// VP8 frame tag with P=1 (interframe).
+const VP8_DELTA_HEADER: [u8; 3] = [0x11, 0x02, 0x00];
+
+/// What a test client sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Offers sendonly audio and video and sends Opus and VP8 once connected.
+    Publisher,
+    /// Like `Publisher`, with video in two simulcast layers, `h` then `l`.
+    SimulcastPublisher,
+    /// Offers only a data channel; receives what the engine adds by renegotiation.
+    Subscriber,
+}
+
+/// What one incoming m-line delivered.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub kind: MediaKind,
+    pub frames: u32,
+    pub keyframes: u32,
+    pub first_was_keyframe: bool,
+    /// Frame index (as written by the publisher) of the first and last frame.
+    pub first_index: u32,
+    pub last_index: u32,
+    /// Frames whose payload did not match what the publisher wrote.
+    pub corrupt: u32,
+    /// Frames whose index went backwards.
+    pub out_of_order: u32,
+    /// Each change of simulcast layer: (first frame index on the new layer, was keyframe).
+    pub layer_switches: Vec<(u32, bool)>,
+}
+
+/// Frame indexes of simulcast layer `n` start at `n * LAYER_STRIDE`.
+pub const LAYER_STRIDE: u32 = 1_000_000;
+
+/// A snapshot of a test client.
+#[derive(Debug, Clone, Default)]
+pub struct ClientState {
+    pub connected: bool,
+    pub received: HashMap<Mid, Received>,
+    /// Keyframe requests (PLI/FIR) that arrived from the engine.
+    pub keyframe_requests: u32,
+    pub video_sent: u32,
+    pub keyframes_sent: u32,
+    pub audio_sent: u32,
+    /// Incoming m-lines that the engine stopped.
+    pub stopped_mids: Vec<Mid>,
+    pub offers_answered: u32,
+}
+
+impl ClientState {
+    pub fn of_kind(&self, kind: MediaKind) -> Vec<&Received> {
+        self.received.values().filter(|r| r.kind == kind).collect()
+    }
+
+    pub fn video_frames(&self) -> u32 {
+        self.of_kind(MediaKind::Video)
+            .iter()
+            .map(|r| r.frames)
+            .sum()
+    }
+
+    pub fn audio_frames(&self) -> u32 {
+        self.of_kind(MediaKind::Audio)
+            .iter()
+            .map(|r| r.frames)
+            .sum()
+    }
+}
+
+enum ClientCmd {
+    AcceptOffer(String, oneshot::Sender<Result<String, String>>),
+    /// Adds a sendonly video m-line (a screen share) and returns the new offer.
+    AddVideo(oneshot::Sender<String>),
+    AcceptAnswer(String),
+    /// Moves to a new socket (a new address, as when a phone leaves Wi-Fi) and restarts ICE:
+    /// returns the new offer.
+    RestartIce(oneshot::Sender<String>),
+    /// Sends a PLI on every received video m-line, as a browser whose decoder lost state.
+    RequestKeyframe(oneshot::Sender<usize>),
+    Stop,
+}
+
+/// One video stream the client sends: an m-line, a simulcast layer, its frame indexes.
+struct VideoStream {
+    mid: Mid,
+    rid: Option<Rid>,
+    want_keyframe: bool,
+    /// Added to the frame number, so the receiver can tell streams apart.
+    base: u32,
+}
+
+/// Frame indexes of a video track added later (a screen share) start here.
+pub const ADDED_TRACK_BASE: u32 = 10 * LAYER_STRIDE;
+
+/// A running test client.
+pub struct TestClient {
+    pub id: ParticipantId,
+    state: Arc<Mutex<ClientState>>,
+    cmds: mpsc::Sender<ClientCmd>,
+}
+
+impl TestClient {
+    pub fn state(&self) -> ClientState {
+        self.state.lock().unwrap().clone()
+    }
+
+    pub async fn accept_offer(&self, sdp: String) -> Result<String, String> {
+        let (tx, rx) = oneshot::channel();
+        self.cmds
+            .send(ClientCmd::AcceptOffer(sdp, tx))
+            .await
+            .map_err(|_| "client stopped".to_string())?;
+        rx.await.map_err(|_| "client stopped".to_string())?
+    }
+
+    /// Adds a screen-share video track: returns the client's new offer. Its answer goes back
+    /// through [`TestClient::accept_answer`]; frames then flow with indexes from
+    /// [`ADDED_TRACK_BASE`].
+    pub async fn add_video(&self) -> String {
+        let (tx, rx) = oneshot::channel();
+        self.cmds.send(ClientCmd::AddVideo(tx)).await.unwrap();
+        rx.await.unwrap()
+    }
+
+    /// Changes network (new local address) and restarts ICE: returns the client's offer,
+    /// whose answer goes back through [`TestClient::accept_answer`].
+    pub async fn restart_ice(&self) -> String {
+        let (tx, rx) = oneshot::channel();
+        self.cmds.send(ClientCmd::RestartIce(tx)).await.unwrap();
+        rx.await.unwrap()
+    }
+
+    /// Asks for a keyframe on every received video track; returns on how many.
+    pub async fn request_keyframe(&self) -> usize {
+        let (tx, rx) = oneshot::channel();
+        self.cmds
+            .send(ClientCmd::RequestKeyframe(tx))
+            .await
+            .unwrap();
+        rx.await.unwrap()
+    }
+
+    pub async fn accept_answer(&self, sdp: String) {
+        self.cmds.send(ClientCmd::AcceptAnswer(sdp)).await.unwrap();
+    }
+
+    /// Stops sending and answering (the socket closes).
+    pub async fn stop(&self) {
+        let _ = self.cmds.send(ClientCmd::Stop).await;
+    }
+}
+
+/// A str0m session acting as a browser, before it runs.
+pub struct Browser {
+    pub rtc: Rtc,
+    pub socket: UdpSocket,
+    pub local: SocketAddr,
+    role: Role,
+    pending: Option<SdpPendingOffer>,
+    /// The publisher's (audio, video) m-lines.
+    media_mids: Option<(Mid, Mid)>,
+    /// The video layers sent: `[None]` without simulcast.
+    layers: Vec<Option<Rid>>,
+}
+
+impl Browser {
+    pub async fn new(role: Role) -> Browser {
+        let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+        // Like a browser's, large enough to ride out a busy test machine.
+        let _ = socket2::SockRef::from(&socket).set_recv_buffer_size(1 << 20);
+        let local = socket.local_addr().unwrap();
+        let mut rtc = Rtc::builder().build(Instant::now());
+        rtc.add_local_candidate(Candidate::host(local, "udp").unwrap());
+        Browser {
+            rtc,
+            socket,
+            local,
+            role,
+            pending: None,
+            media_mids: None,
+            layers: vec![None],
+        }
+    }
+
+    /// The first offer, as a browser would make it for this role.
+    pub fn offer(&mut self) -> String {
+        let mut api = self.rtc.sdp_api();
+        match self.role {
+            Role::Publisher | Role::SimulcastPublisher => {
+                let simulcast = (self.role == Role::SimulcastPublisher).then(|| {
+                    self.layers = vec![Some(Rid::from("h")), Some(Rid::from("l"))];
+                    let mut s = Simulcast::new();
+                    s.add_send_layer(SimulcastLayer::new("h"));
+                    s.add_send_layer(SimulcastLayer::new("l"));
+                    s
+                });
+                let audio = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+                let video =
+                    api.add_media(MediaKind::Video, Direction::SendOnly, None, None, simulcast);
+                self.media_mids = Some((audio, video));
+            }
+            Role::Subscriber => {
+                api.add_channel("switchboard".into());
+            }
+        }
+        let (offer, pending) = api.apply().unwrap();
+        self.pending = Some(pending);
+        offer.to_sdp_string()
+    }
+
+    pub fn accept_answer(&mut self, sdp: &str) {
+        let answer = SdpAnswer::from_sdp_string(sdp).unwrap();
+        let pending = self.pending.take().unwrap();
+        self.rtc.sdp_api().accept_answer(pending, answer).unwrap();
+    }
+
+    pub fn run(self, id: ParticipantId) -> TestClient {
+        let (cmds, rx) = mpsc::channel(8);
+        self.run_with(id, cmds, rx)
+    }
+
+    fn run_with(
+        self,
+        id: ParticipantId,
+        cmds: mpsc::Sender<ClientCmd>,
+        rx: mpsc::Receiver<ClientCmd>,
+    ) -> TestClient {
+        let state = Arc::new(Mutex::new(ClientState::default()));
+        tokio::spawn(drive(self, state.clone(), rx));
+        TestClient { id, state, cmds }
+    }
+}
+
+/// Frame `index` of the synthetic VP8 stream.
+pub fn video_frame(index: u32, keyframe: bool) -> Vec<u8> {
+    let mut v = Vec::with_capacity(KEYFRAME_BODY + 16);
+    if keyframe {
+        v.extend_from_slice(&VP8_KEY_HEADER);
+    } else {
+        v.extend_from_slice(&VP8_DELTA_HEADER);
+    }
+    let len = if keyframe { KEYFRAME_BODY } else { DELTA_BODY };
+    append_body(&mut v, index, len);
+    v
+}
+
+/// Frame `index` of the synthetic Opus stream.
+pub fn audio_frame(index: u32) -> Vec<u8> {
+    let mut v = Vec::with_capacity(AUDIO_BODY + 8);
+    append_body(&mut v, index, AUDIO_BODY);
+    v
+}
+
+fn append_body(v: &mut Vec<u8>, index: u32, len: usize) {
+    v.extend_from_slice(&index.to_be_bytes());
+    v.extend_from_slice(&(len as u32).to_be_bytes());
+    v.extend((0..len).map(|j| (index as usize * 7 + j) as u8));
+}
+
+/// Checks a body written by `append_body`; returns its index.
+fn check_body(body: &[u8]) -> Option<u32> {
+    let index = u32::from_be_bytes(body.get(0..4)?.try_into().ok()?);
+    let len = u32::from_be_bytes(body.get(4..8)?.try_into().ok()?) as usize;
+    let rest = body.get(8..)?;
+    let ok = rest.len() == len
+        && rest
+            .iter()
+            .enumerate()
+            .all(|(j, &b)| b == (index as usize * 7 + j) as u8);
+    ok.then_some(index)
+}
+
+/// Parses a received frame: (index, payload intact).
+fn parse_frame(kind: MediaKind, data: &[u8]) -> (u32, bool) {
+    let body = match kind {
+        MediaKind::Audio => Some(data),
+        MediaKind::Video => match data.first() {
+            Some(b) if b & 1 == 0 => data.get(VP8_KEY_HEADER.len()..),
+            Some(_) => data.get(VP8_DELTA_HEADER.len()..),
+            None => None,
+        },
+    };
+    match body.and_then(check_body) {
+        Some(i) => (i, true),
+        None => (0, false),
+    }
+}
+
+async fn drive(
+    mut b: Browser,
+    state: Arc<Mutex<ClientState>>,
+    mut cmds: mpsc::Receiver<ClientCmd>,
+) {
+    let mut buf = vec![0u8; 2048];
+    let start = Instant::now();
+    let video_interval = Duration::from_micros(1_000_000 / VIDEO_FPS);
+    let mut next_video = start;
+    let mut next_audio = start;
+    let mut video_index = 0u32;
+    let mut audio_index = 0u32;
+    let media_mids = b.media_mids;
+    let mut streams: Vec<VideoStream> = match media_mids {
+        Some((_, video)) => b
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(n, rid)| VideoStream {
+                mid: video,
+                rid: *rid,
+                want_keyframe: true,
+                base: n as u32 * LAYER_STRIDE,
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    loop {
+        // Drain str0m.
+        let timeout = loop {
+            match b.rtc.poll_output() {
+                Ok(Output::Timeout(t)) => break t,
+                Ok(Output::Transmit(t)) => {
+                    let _ = b.socket.send_to(&t.contents, t.destination).await;
+                }
+                Ok(Output::Event(e)) => handle_event(&b.rtc, e, &state, &mut streams),
+                Err(e) => panic!("test client failed: {e}"),
+            }
+        };
+        let connected = state.lock().unwrap().connected;
+        let mut deadline = timeout.min(Instant::now() + Duration::from_millis(50));
+        if connected && !streams.is_empty() {
+            deadline = deadline.min(next_video).min(next_audio);
+        }
+        tokio::select! {
+            r = b.socket.recv_from(&mut buf) => {
+                if let Ok((n, source)) = r
+                    && let Ok(contents) = buf[..n].try_into()
+                {
+                    let input = Input::Receive(
+                        Instant::now(),
+                        Receive { proto: Protocol::Udp, source, destination: b.local, contents },
+                    );
+                    let _ = b.rtc.handle_input(input);
+                }
+            }
+            cmd = cmds.recv() => match cmd {
+                Some(ClientCmd::AcceptOffer(sdp, reply)) => {
+                    let result = SdpOffer::from_sdp_string(&sdp)
+                        .map_err(|e| e.to_string())
+                        .and_then(|o| b.rtc.sdp_api().accept_offer(o).map_err(|e| e.to_string()))
+                        .map(|a| a.to_sdp_string());
+                    if result.is_ok() {
+                        state.lock().unwrap().offers_answered += 1;
+                    }
+                    let _ = reply.send(result);
+                }
+                Some(ClientCmd::AddVideo(reply)) => {
+                    let mut api = b.rtc.sdp_api();
+                    let mid = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+                    let (offer, pending) = api.apply().unwrap();
+                    b.pending = Some(pending);
+                    streams.push(VideoStream {
+                        mid,
+                        rid: None,
+                        want_keyframe: true,
+                        base: ADDED_TRACK_BASE,
+                    });
+                    let _ = reply.send(offer.to_sdp_string());
+                }
+                Some(ClientCmd::AcceptAnswer(sdp)) => b.accept_answer(&sdp),
+                Some(ClientCmd::RestartIce(reply)) => {
+                    b.socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+                    b.local = b.socket.local_addr().unwrap();
+                    b.rtc.add_local_candidate(Candidate::host(b.local, "udp").unwrap());
+                    let mut api = b.rtc.sdp_api();
+                    api.ice_restart(true);
+                    let (offer, pending) = api.apply().unwrap();
+                    b.pending = Some(pending);
+                    let _ = reply.send(offer.to_sdp_string());
+                }
+                Some(ClientCmd::RequestKeyframe(reply)) => {
+                    let mids: Vec<Mid> = state
+                        .lock()
+                        .unwrap()
+                        .received
+                        .iter()
+                        .filter(|(_, r)| r.kind == MediaKind::Video)
+                        .map(|(mid, _)| *mid)
+                        .collect();
+                    let sent = mids
+                        .into_iter()
+                        .filter(|&mid| {
+                            b.rtc.writer(mid).is_some_and(|mut w| {
+                                w.request_keyframe(None, KeyframeRequestKind::Pli).is_ok()
+                            })
+                        })
+                        .count();
+                    let _ = reply.send(sent);
+                }
+                Some(ClientCmd::Stop) | None => return,
+            },
+            () = tokio::time::sleep_until(deadline.into()) => {}
+        }
+        let now = Instant::now();
+        let _ = b.rtc.handle_input(Input::Timeout(now));
+
+        if !connected {
+            continue;
+        }
+        if now >= next_video {
+            next_video += video_interval;
+            let rtp_time = MediaTime::new(
+                u64::from(video_index) * 90_000 / VIDEO_FPS,
+                Frequency::NINETY_KHZ,
+            );
+            for stream in &mut streams {
+                let key = std::mem::take(&mut stream.want_keyframe);
+                let frame = video_frame(stream.base + video_index, key);
+                if write(&mut b.rtc, stream.mid, stream.rid, now, rtp_time, frame) {
+                    let mut s = state.lock().unwrap();
+                    s.video_sent += 1;
+                    s.keyframes_sent += u32::from(key);
+                } else {
+                    stream.want_keyframe |= key;
+                }
+            }
+            video_index += 1;
+        }
+        if let Some((audio_mid, _)) = media_mids
+            && now >= next_audio
+        {
+            next_audio += AUDIO_FRAME;
+            let rtp_time = MediaTime::new(u64::from(audio_index) * 960, Frequency::FORTY_EIGHT_KHZ);
+            if write(
+                &mut b.rtc,
+                audio_mid,
+                None,
+                now,
+                rtp_time,
+                audio_frame(audio_index),
+            ) {
+                state.lock().unwrap().audio_sent += 1;
+                audio_index += 1;
+            }
+        }
+    }
+}
+
+fn write(
+    rtc: &mut Rtc,
+    mid: Mid,
+    rid: Option<Rid>,
+    now: Instant,
+    time: MediaTime,
+    data: Vec<u8>,
+) -> bool {
+    let Some(mut writer) = rtc.writer(mid) else {
+        return false;
+    };
+    if let Some(rid) = rid {
+        writer = writer.rid(rid);
+    }
+    let Some(pt) = writer.payload_params().next().map(|p| p.pt()) else {
+        return false;
+    };
+    writer.write(pt, now, time, data).is_ok()
+}
+
+fn handle_event(rtc: &Rtc, event: Event, state: &Mutex<ClientState>, streams: &mut [VideoStream]) {
+    let mut s = state.lock().unwrap();
+    match event {
+        Event::Connected => s.connected = true,
+        Event::KeyframeRequest(req) => {
+            assert!(matches!(
+                req.kind,
+                KeyframeRequestKind::Pli | KeyframeRequestKind::Fir
+            ));
+            s.keyframe_requests += 1;
+            for stream in streams.iter_mut() {
+                if stream.mid == req.mid && (req.rid.is_none() || req.rid == stream.rid) {
+                    stream.want_keyframe = true;
+                }
+            }
+        }
+        Event::MediaData(data) => {
+            let kind = rtc
+                .media(data.mid)
+                .map(|m| m.kind())
+                .unwrap_or(MediaKind::Video);
+            let is_key = data.is_keyframe();
+            let (index, intact) = parse_frame(kind, &data.data);
+            let r = s.received.entry(data.mid).or_insert(Received {
+                kind,
+                frames: 0,
+                keyframes: 0,
+                first_was_keyframe: is_key,
+                first_index: index,
+                last_index: index,
+                corrupt: 0,
+                out_of_order: 0,
+                layer_switches: Vec::new(),
+            });
+            r.frames += 1;
+            r.keyframes += u32::from(is_key);
+            if !intact {
+                r.corrupt += 1;
+            } else {
+                let same_layer = index / LAYER_STRIDE == r.last_index / LAYER_STRIDE;
+                if r.frames > 1 && !same_layer {
+                    r.layer_switches.push((index, is_key));
+                } else if r.frames > 1 && index <= r.last_index {
+                    r.out_of_order += 1;
+                }
+                r.last_index = index;
+            }
+        }
+        Event::MediaChanged(c) if c.direction == Direction::Inactive => s.stopped_mids.push(c.mid),
+        _ => {}
+    }
+}
+
+/// A worker plus the signaling side's part: clients by participant, an event log, and a
+/// task relaying the engine's renegotiation offers.
+pub struct Harness {
+    /// The first (or only) worker.
+    pub sfu: WorkerHandle,
+    /// All workers; rooms are joined through it.
+    pub pool: Sfu,
+    pub events: Arc<Mutex<Vec<SfuEvent>>>,
+    peers: Arc<Mutex<HashMap<ParticipantId, Peer>>>,
+}
+
+#[derive(Clone)]
+struct Peer {
+    handle: Arc<ParticipantHandle>,
+    cmds: mpsc::Sender<ClientCmd>,
+}
+
+pub fn test_config() -> WorkerConfig {
+    WorkerConfig {
+        bind: (Ipv4Addr::LOCALHOST, 0).into(),
+        ..WorkerConfig::default()
+    }
+}
+
+impl Harness {
+    pub async fn start(config: WorkerConfig) -> Harness {
+        Harness::start_pool(config, 1).await
+    }
+
+    pub async fn start_pool(config: WorkerConfig, workers: usize) -> Harness {
+        init_log();
+        let (pool, mut rx) = Sfu::spawn(config, workers).await.unwrap();
+        let sfu = pool.workers()[0].clone();
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let peers: Arc<Mutex<HashMap<ParticipantId, Peer>>> = Arc::default();
+        let (log, relay_peers) = (events.clone(), peers.clone());
+        tokio::spawn(async move {
+            while let Some(event) = rx.recv().await {
+                log.lock().unwrap().push(event.clone());
+                if let SfuEvent::Offer { participant, sdp } = event {
+                    let peer = relay_peers.lock().unwrap().get(&participant).cloned();
+                    let Some(peer) = peer else { continue };
+                    let (tx, reply) = oneshot::channel();
+                    if peer
+                        .cmds
+                        .send(ClientCmd::AcceptOffer(sdp, tx))
+                        .await
+                        .is_err()
+                    {
+                        continue;
+                    }
+                    if let Ok(Ok(answer)) = reply.await {
+                        // Refused only if the participant left meanwhile.
+                        let _ = peer.handle.accept_answer(&answer).await;
+                    }
+                }
+            }
+        });
+        Harness {
+            sfu,
+            pool,
+            events,
+            peers,
+        }
+    }
+
+    /// Joins `id` to `room`, negotiates, and starts the client.
+    pub async fn connect(&self, room: &str, id: u64, role: Role) -> TestClient {
+        let id = ParticipantId(id);
+        let handle = self.pool.join(RoomId::new(room), id).await.unwrap();
+        let mut browser = Browser::new(role).await;
+        let offer = browser.offer();
+        let answer = handle.accept_offer(&offer).await.unwrap();
+        browser.accept_answer(&answer);
+        // Registered before the client runs: the engine's first renegotiation offer can
+        // only come once it has connected.
+        let (cmds, rx) = mpsc::channel(8);
+        self.peers.lock().unwrap().insert(
+            id,
+            Peer {
+                handle: Arc::new(handle),
+                cmds: cmds.clone(),
+            },
+        );
+        browser.run_with(id, cmds, rx)
+    }
+
+    /// Forgets the participant's handle (the test then removes it explicitly or lets it time
+    /// out).
+    pub fn forget(&self, id: ParticipantId) {
+        self.peers.lock().unwrap().remove(&id);
+    }
+
+    /// The participant's handle.
+    pub fn participant(&self, id: ParticipantId) -> Arc<ParticipantHandle> {
+        self.peers.lock().unwrap().get(&id).unwrap().handle.clone()
+    }
+
+    /// `select_layer` on the participant's handle.
+    pub async fn select_layer(
+        &self,
+        id: ParticipantId,
+        track: TrackId,
+        rid: &str,
+    ) -> Result<(), SfuError> {
+        let peer = self.peers.lock().unwrap().get(&id).cloned().unwrap();
+        peer.handle.select_layer(track, rid).await
+    }
+
+    /// `set_source` on the participant's handle.
+    pub async fn set_source(
+        &self,
+        id: ParticipantId,
+        track: TrackId,
+        source: TrackSource,
+    ) -> Result<(), SfuError> {
+        let peer = self.peers.lock().unwrap().get(&id).cloned().unwrap();
+        peer.handle.set_source(track, source).await
+    }
+
+    pub fn events(&self) -> Vec<SfuEvent> {
+        self.events.lock().unwrap().clone()
+    }
+
+    pub fn has_event(&self, f: impl Fn(&SfuEvent) -> bool) -> bool {
+        self.events.lock().unwrap().iter().any(f)
+    }
+}
+
+/// Polls `cond` every 20 ms until it holds or `timeout` passes; returns whether it held.
+pub async fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Logs to the test output when `RUST_LOG` is set (e.g. `switchboard_sfu=debug,str0m=info`).
+pub fn init_log() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+}
