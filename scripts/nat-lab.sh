@@ -50,7 +50,7 @@ trap 'exit 143' TERM
 
 # The server binary the lab runs in its public namespace.
 cargo build -p switchboard-server --locked
-export SWITCHBOARD_BIN="$PWD/target/debug/switchboard"
+export SWITCHBOARD_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/switchboard"
 
 export RUST_BACKTRACE=0
 cargo nextest run --profile e2e -p switchboard-natlab --run-ignored only --locked "$@"
