@@ -13,6 +13,8 @@
 pub mod tutorial;
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use std::borrow::Cow;
 use std::fmt;
 
 /// The protocol version this crate speaks. A `join` with another `v` is refused with
@@ -405,8 +407,8 @@ pub struct ParseError {
 /// Decodes one text frame. Classifies failures into the error codes clients see, so a typo in
 /// `type` reads differently from a missing field.
 pub fn parse_client_message(text: &str) -> Result<ClientMessage, ParseError> {
-    if let Some(msg) = parse_relay(text) {
-        return Ok(msg);
+    if let Some(relay) = RelayRef::parse(text) {
+        return Ok(relay.into_client_message());
     }
     match serde_json::from_str::<ClientMessage>(text) {
         Ok(msg) => Ok(msg),
@@ -414,31 +416,140 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, ParseError> {
     }
 }
 
-/// The fast path for the messages that make up almost all traffic (offer, answer, candidate):
-/// one pass over the text, borrowing where it can, the candidate kept as raw text. Anything
-/// it does not recognise goes through the full decoder, which also produces the errors.
-fn parse_relay(text: &str) -> Option<ClientMessage> {
-    #[derive(Deserialize)]
-    struct Relay<'a> {
-        #[serde(rename = "type", borrow)]
-        kind: std::borrow::Cow<'a, str>,
-        #[serde(default)]
-        to: Option<String>,
-        #[serde(default)]
-        sdp: Option<String>,
-        #[serde(default, borrow)]
-        candidate: Option<&'a serde_json::value::RawValue>,
+/// Which relayed message a [`RelayRef`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayKind {
+    Offer,
+    Answer,
+    Candidate,
+}
+
+impl RelayKind {
+    pub fn message_kind(self) -> MessageKind {
+        match self {
+            RelayKind::Offer => MessageKind::Offer,
+            RelayKind::Answer => MessageKind::Answer,
+            RelayKind::Candidate => MessageKind::Candidate,
+        }
     }
-    let relay: Relay = serde_json::from_str(text).ok()?;
-    match (relay.kind.as_ref(), relay.to, relay.sdp) {
-        ("candidate", Some(to), _) => Some(ClientMessage::Candidate {
-            to,
-            candidate: relay.candidate.map(|raw| RawJson(raw.to_owned())),
-        }),
-        ("offer", Some(to), Some(sdp)) => Some(ClientMessage::Offer { to, sdp }),
-        ("answer", Some(to), Some(sdp)) => Some(ClientMessage::Answer { to, sdp }),
-        _ => None,
+}
+
+/// An `offer`, `answer` or `candidate` as the client sent it, borrowed from the frame: the
+/// messages that make up almost all signaling traffic, decoded in one pass without building a
+/// [`ClientMessage`]. It can be relayed as is ([`RelayRef::encode`]) or turned into the
+/// owned message ([`RelayRef::into_client_message`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RelayRef<'a> {
+    pub kind: RelayKind,
+    /// The addressee's participant id.
+    pub to: Cow<'a, str>,
+    body: RelayBody<'a>,
+}
+
+#[derive(Debug, Clone)]
+enum RelayBody<'a> {
+    Sdp(String),
+    /// The candidate verbatim, `None` for `null` or a missing field (end of candidates).
+    Candidate(Option<&'a RawValue>),
+}
+
+impl PartialEq for RelayBody<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (RelayBody::Sdp(a), RelayBody::Sdp(b)) => a == b,
+            (RelayBody::Candidate(a), RelayBody::Candidate(b)) => {
+                a.map(RawValue::get) == b.map(RawValue::get)
+            }
+            _ => false,
+        }
     }
+}
+
+/// A string field that borrows from the frame when it has no escapes.
+#[derive(Deserialize)]
+struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+
+impl<'a> RelayRef<'a> {
+    /// The fast path: `Some` only for a well-formed `offer`, `answer` or `candidate`; anything
+    /// else (including malformed relays) is left to [`parse_client_message`], which also
+    /// produces the errors. Agrees with it wherever it answers.
+    pub fn parse(text: &'a str) -> Option<RelayRef<'a>> {
+        #[derive(Deserialize)]
+        struct Wire<'a> {
+            #[serde(rename = "type", borrow)]
+            kind: Cow<'a, str>,
+            #[serde(default, borrow)]
+            to: Option<Text<'a>>,
+            #[serde(default)]
+            sdp: Option<String>,
+            #[serde(default, borrow)]
+            candidate: Option<&'a RawValue>,
+        }
+        let wire: Wire = serde_json::from_str(text).ok()?;
+        let to = wire.to?.0;
+        let (kind, body) = match (wire.kind.as_ref(), wire.sdp) {
+            ("candidate", _) => (RelayKind::Candidate, RelayBody::Candidate(wire.candidate)),
+            ("offer", Some(sdp)) => (RelayKind::Offer, RelayBody::Sdp(sdp)),
+            ("answer", Some(sdp)) => (RelayKind::Answer, RelayBody::Sdp(sdp)),
+            _ => return None,
+        };
+        Some(RelayRef { kind, to, body })
+    }
+
+    /// The owned message, as the full decoder would have produced it.
+    pub fn into_client_message(self) -> ClientMessage {
+        let to = self.to.into_owned();
+        match (self.kind, self.body) {
+            (RelayKind::Candidate, RelayBody::Candidate(raw)) => ClientMessage::Candidate {
+                to,
+                candidate: raw.map(|raw| RawJson(raw.to_owned())),
+            },
+            (RelayKind::Offer, RelayBody::Sdp(sdp)) => ClientMessage::Offer { to, sdp },
+            (RelayKind::Answer, RelayBody::Sdp(sdp)) => ClientMessage::Answer { to, sdp },
+            _ => unreachable!("RelayRef::parse pairs kinds and bodies"),
+        }
+    }
+
+    /// The relayed message from `from`, byte for byte what serializing the matching
+    /// [`ServerMessage`] (`offer`/`answer`/`candidate` with `from`) gives. `from_json` is
+    /// `from` already encoded as a JSON string (see [`json_string`]), so a sender's id is
+    /// encoded once, not per message.
+    pub fn encode(&self, from_json: &str) -> String {
+        let head = match self.kind {
+            RelayKind::Offer => r#"{"type":"offer","from":"#,
+            RelayKind::Answer => r#"{"type":"answer","from":"#,
+            RelayKind::Candidate => r#"{"type":"candidate","from":"#,
+        };
+        match &self.body {
+            RelayBody::Candidate(raw) => {
+                let raw = raw.map_or("null", |raw| raw.get());
+                const KEY: &str = r#","candidate":"#;
+                // Exactly sized, so the bytes move into the outgoing frame without a copy.
+                let mut out =
+                    String::with_capacity(head.len() + from_json.len() + KEY.len() + raw.len() + 1);
+                out.push_str(head);
+                out.push_str(from_json);
+                out.push_str(KEY);
+                out.push_str(raw);
+                out.push('}');
+                out
+            }
+            RelayBody::Sdp(sdp) => {
+                let mut out = String::with_capacity(head.len() + from_json.len() + sdp.len() + 16);
+                out.push_str(head);
+                out.push_str(from_json);
+                out.push_str(r#","sdp":"#);
+                out.push_str(&json_string(sdp));
+                out.push('}');
+                out
+            }
+        }
+    }
+}
+
+/// `value` as a JSON string literal, quotes included, escaped exactly as serde_json does.
+pub fn json_string(value: &str) -> String {
+    serde_json::to_string(value).expect("a string always serializes")
 }
 
 fn classify(text: &str, err: serde_json::Error) -> ParseError {
@@ -558,14 +669,78 @@ mod tests {
             r#"{"type":"answer","sdp":"v=0","to":"p1","extra":[1,2]}"#,
             r#"{"type":"candidate","to":"p1","candidate":null}"#,
             r#"{"type":"candidate","to":"p1"}"#,
+            r#"{"type":"candidate","to":"p\u0031","candidate":null}"#,
         ] {
-            let fast = parse_relay(text).expect("fast path takes it");
+            let fast = RelayRef::parse(text).expect("fast path takes it");
             let full: ClientMessage = serde_json::from_str(text).unwrap();
-            assert_eq!(fast, full, "{text}");
+            assert_eq!(fast.into_client_message(), full, "{text}");
         }
+        // (The full decoder cannot hold a raw candidate object; only the fast path takes those.)
+        let text = r#"{"type":"candidate","to":"p\u0031","candidate":{"a":[1,"\u00e9"]}}"#;
+        assert_eq!(
+            RelayRef::parse(text).unwrap().into_client_message(),
+            ClientMessage::Candidate {
+                to: "p1".into(),
+                candidate: Some(RawJson::try_from(r#"{"a":[1,"\u00e9"]}"#).unwrap()),
+            }
+        );
         // Malformed relays fall through to the full decoder and its errors.
-        assert_eq!(parse_relay(r#"{"type":"offer","to":"p1"}"#), None);
-        assert_eq!(parse_relay(r#"{"type":"offer","to":5,"sdp":"x"}"#), None);
+        for text in [
+            r#"{"type":"offer","to":"p1"}"#,
+            r#"{"type":"offer","to":5,"sdp":"x"}"#,
+            r#"{"type":"candidate","to":null,"candidate":null}"#,
+            r#"{"type":"candidate","candidate":null}"#,
+            r#"{"type":"ice-restart","to":"p1"}"#,
+            r#"{"type":"candidate","to":"p1","candidate":{"#,
+        ] {
+            assert_eq!(RelayRef::parse(text), None, "{text}");
+        }
+    }
+
+    #[test]
+    fn the_fast_path_borrows_ids_from_the_frame() {
+        let relay = RelayRef::parse(r#"{"type":"candidate","to":"p1","candidate":null}"#).unwrap();
+        assert!(matches!(relay.to, Cow::Borrowed("p1")));
+        assert_eq!(relay.kind, RelayKind::Candidate);
+    }
+
+    #[test]
+    fn relays_encode_exactly_like_server_messages() {
+        let from = "ab\"c\u{e9}\n";
+        for text in [
+            r#"{"type":"offer","to":"p1","sdp":"v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\n\u00e9\/"}"#,
+            r#"{"type":"answer","to":"p1","sdp":""}"#,
+            r#"{"type":"candidate","to":"p1","candidate":null}"#,
+            r#"{"type":"candidate","to":"p1"}"#,
+            r#"{"type":"candidate","to":"p1","candidate":{ "candidate" : "c:1 \u00e9" , "sdpMid":"0","sdpMLineIndex":0}}"#,
+        ] {
+            let relay = RelayRef::parse(text).unwrap();
+            let encoded = relay.encode(&json_string(from));
+            let expected = match relay.into_client_message() {
+                ClientMessage::Offer { sdp, .. } => ServerMessage::Offer {
+                    from: from.into(),
+                    sdp,
+                },
+                ClientMessage::Answer { sdp, .. } => ServerMessage::Answer {
+                    from: from.into(),
+                    sdp,
+                },
+                ClientMessage::Candidate { candidate, .. } => ServerMessage::Candidate {
+                    from: from.into(),
+                    candidate,
+                },
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(encoded, serde_json::to_string(&expected).unwrap(), "{text}");
+        }
+    }
+
+    #[test]
+    fn candidates_are_encoded_without_spare_capacity() {
+        let relay =
+            RelayRef::parse(r#"{"type":"candidate","to":"p1","candidate":{"a":1}}"#).unwrap();
+        let encoded = relay.encode(&json_string("me"));
+        assert_eq!(encoded.len(), encoded.capacity());
     }
 
     #[test]

@@ -1,35 +1,120 @@
-//! The hub: the one task that owns the signaling core and the tutorial relay.
+//! The hub: the one task that owns the signaling core and the tutorial relay, and the routing
+//! snapshots that let socket readers relay without it.
 //!
 //! Socket tasks decode frames in parallel and send typed commands here; the hub routes them
 //! through [`Signaling`] and pushes encoded replies into each connection's bounded outbox.
 //! Each outgoing message is serialized once, whatever the number of recipients. The hub never
 //! waits on a client: a connection whose outbox is full is cut off (it is too slow to follow
 //! the conversation) instead of stalling everyone else.
+//!
+//! **Direct relay.** Almost all traffic is `offer`/`answer`/`candidate` addressed to one
+//! member of the sender's room. For those, the hub publishes to each joined connection a
+//! read-only [`Routes`] snapshot (its own id, and every other member of its room with that
+//! member's outbox), and the socket's reader delivers the message itself
+//! ([`HubHandle::relay_direct`]): one task hop instead of two, and no single task every
+//! message must cross. Everything else (joins, leaves, errors, pings, relays the snapshot
+//! cannot place) still goes through the hub and the core. Ordering stays what the hub alone
+//! gave, by three rules:
+//!
+//! 1. *A reader never overtakes itself.* It relays directly only when the hub has finished
+//!    every command it sent before ([`Link`]'s pending count is zero), so a `candidate` after
+//!    a `join`, `leave` or hub-routed `offer` arrives after their effects.
+//! 2. *Snapshots never announce a member early, nor keep one late.* When the core reports
+//!    that a connection's routes changed, the hub withdraws its snapshot *before* delivering
+//!    that round's messages and publishes the new one *after*: a peer is relayed to only once
+//!    its `joined` is in its outbox, and a client that has read `participant-left` relays
+//!    through the core again (and gets `unknown_participant`, as before).
+//! 3. *A member never hears of a membership it has left.* Each connection's membership has a
+//!    number (its epoch); the hub marks the outbox when it changes ([`Out::Epoch`]) and
+//!    direct relays carry the number they were addressed to. The writer drops a relay whose
+//!    number is not current: one that raced a `leave` is dropped as if it had arrived
+//!    just before it.
+//!
+//! Rate limits apply in the readers ([`Admission`]), to both paths alike; direct relays are
+//! counted in [`RelayCounts`] and added to the core's message counts for `/metrics`.
 
 use axum::extract::ws::Utf8Bytes;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use switchboard_proto::tutorial::TutorialMessage;
-use switchboard_proto::{ClientMessage, ParseError};
+use switchboard_proto::{
+    ClientMessage, MessageKind, ParseError, ParticipantId, RelayRef, json_string,
+};
 use switchboard_signal::{
     ConnId, CoreStats, Limits, Recipients, RoomView, Signaling, TutorialRelay,
 };
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot, watch};
+
+#[cfg(doc)]
+use switchboard_signal::Admission;
 
 /// Messages queued for one connection before it counts as too slow.
 pub const OUTBOX_CAPACITY: usize = 512;
 const INBOX_CAPACITY: usize = 16 * 1024;
 
-pub type Outbox = mpsc::Sender<Utf8Bytes>;
+/// What a connection's writer receives.
+#[derive(Debug)]
+pub enum Out {
+    /// From the hub: always written.
+    Text(Utf8Bytes),
+    /// Relayed straight from another socket's reader to this connection's membership
+    /// `epoch`: written only while that membership is current.
+    Relay { epoch: u32, text: Utf8Bytes },
+    /// This connection's membership changed; relays addressed to another epoch are stale.
+    Epoch(u32),
+    /// Too slow to keep up: close (1013) after what is already queued.
+    Cut,
+}
+
+pub type Outbox = mpsc::Sender<Out>;
+
+/// A connection's outbox. One slot beyond [`OUTBOX_CAPACITY`] is held back by the hub for
+/// [`Out::Cut`], which must get through when the outbox is full.
+pub fn outbox() -> (Outbox, mpsc::Receiver<Out>) {
+    mpsc::channel(OUTBOX_CAPACITY + 1)
+}
 
 pub enum Command {
-    Connect { conn: ConnId, outbox: Outbox },
-    Message { conn: ConnId, msg: ClientMessage },
-    Reject { conn: ConnId, error: ParseError },
-    Disconnect { conn: ConnId },
-    TutorialConnect { conn: ConnId, outbox: Outbox },
-    Tutorial { conn: ConnId, msg: TutorialMessage },
-    TutorialDisconnect { conn: ConnId },
+    /// A `/ws` socket opened; its reader rate-limits and relays through `link`.
+    Connect {
+        conn: ConnId,
+        outbox: Outbox,
+        link: Arc<Link>,
+    },
+    /// Sent with [`HubHandle::send_ordered`], like `Reject` and `RateLimited`.
+    Message {
+        conn: ConnId,
+        msg: ClientMessage,
+    },
+    Reject {
+        conn: ConnId,
+        error: ParseError,
+    },
+    /// The reader dropped a message over the rate limit and should tell the client.
+    RateLimited {
+        conn: ConnId,
+    },
+    /// A reader found this connection's outbox full.
+    TooSlow {
+        conn: ConnId,
+    },
+    Disconnect {
+        conn: ConnId,
+    },
+    TutorialConnect {
+        conn: ConnId,
+        outbox: Outbox,
+    },
+    Tutorial {
+        conn: ConnId,
+        msg: TutorialMessage,
+    },
+    TutorialDisconnect {
+        conn: ConnId,
+    },
     Stats(oneshot::Sender<HubStats>),
     Rooms(oneshot::Sender<Vec<RoomView>>),
     Room(String, oneshot::Sender<Option<RoomView>>),
@@ -42,10 +127,97 @@ pub struct HubStats {
     pub slow_disconnects: u64,
 }
 
+/// Messages the readers relayed directly, by [`MessageKind::index`]; the core counts the rest.
+#[derive(Debug, Default)]
+pub struct RelayCounts([AtomicU64; MessageKind::ALL.len()]);
+
+/// What one socket's reader shares with the hub.
+#[derive(Debug, Default)]
+pub struct Link {
+    /// Commands the reader sent with [`HubHandle::send_ordered`] that the hub has not
+    /// finished (delivered and published the routes after). Direct relay waits for zero.
+    pending: AtomicU64,
+    routes: RouteCell,
+}
+
+/// The hub's latest [`Routes`] for one connection. Readers keep a [`RouteCache`] and only
+/// take the lock when the version moved, which is once per membership change: the relay
+/// path itself is one atomic load.
+#[derive(Debug, Default)]
+struct RouteCell {
+    version: AtomicU64,
+    routes: Mutex<Option<Arc<Routes>>>,
+}
+
+impl RouteCell {
+    fn publish(&self, routes: Option<Arc<Routes>>) {
+        let mut slot = self.routes.lock().unwrap_or_else(PoisonError::into_inner);
+        let old = std::mem::replace(&mut *slot, routes);
+        // Bumped under the lock, so a reader that takes the lock sees a matching pair.
+        self.version.fetch_add(1, Ordering::Release);
+        drop(slot);
+        drop(old);
+    }
+}
+
+/// A reader's copy of its connection's [`Routes`].
+#[derive(Debug, Default)]
+pub struct RouteCache {
+    version: u64,
+    routes: Option<Arc<Routes>>,
+}
+
+impl RouteCache {
+    fn get(&mut self, cell: &RouteCell) -> Option<&Routes> {
+        if cell.version.load(Ordering::Acquire) != self.version {
+            let slot = cell.routes.lock().unwrap_or_else(PoisonError::into_inner);
+            self.routes = slot.clone();
+            self.version = cell.version.load(Ordering::Relaxed);
+        }
+        self.routes.as_deref()
+    }
+}
+
+/// Where a joined connection's relays may go: the core's `RelayRoute` with outboxes.
+#[derive(Debug)]
+pub struct Routes {
+    /// Our participant id as a JSON string, the `from` of every relay.
+    from_json: Box<str>,
+    peers: Box<[Peer]>,
+}
+
+#[derive(Debug)]
+struct Peer {
+    id: Box<str>,
+    /// `None` while the peer's socket is gone (resume grace): relays to it are dropped.
+    target: Option<Target>,
+}
+
+#[derive(Debug)]
+struct Target {
+    conn: ConnId,
+    outbox: Outbox,
+    epoch: u32,
+}
+
+/// What [`HubHandle::relay_direct`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Direct {
+    /// In the addressee's outbox.
+    Sent,
+    /// Accepted and dropped, as the core would: the addressee is disconnected.
+    Dropped,
+    /// Accepted, but the addressee's outbox is full: send [`Command::TooSlow`].
+    TooSlow(ConnId),
+    /// Not ours to decide: send it to the hub.
+    ToHub,
+}
+
 /// A cheap, cloneable way to talk to the hub.
 #[derive(Clone)]
 pub struct HubHandle {
     tx: mpsc::Sender<Command>,
+    relayed: Arc<RelayCounts>,
 }
 
 impl HubHandle {
@@ -55,12 +227,69 @@ impl HubHandle {
         self.tx.send(command).await.is_ok()
     }
 
+    /// Sends a command from the reader of `link` that direct relays must not overtake
+    /// ([`Command::Message`], [`Command::Reject`], [`Command::RateLimited`]).
+    pub async fn send_ordered(&self, link: &Link, command: Command) -> bool {
+        link.pending.fetch_add(1, Ordering::Relaxed);
+        self.send(command).await
+    }
+
     pub async fn query<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Option<T> {
         let (tx, rx) = oneshot::channel();
         if !self.send(make(tx)).await {
             return None;
         }
         rx.await.ok()
+    }
+
+    /// Delivers a relay from the reader of `link` straight into its addressee's outbox, if the
+    /// routes the hub published allow it (see the module docs); [`Direct::ToHub`] otherwise.
+    pub fn relay_direct(&self, link: &Link, cache: &mut RouteCache, relay: &RelayRef) -> Direct {
+        if link.pending.load(Ordering::Acquire) != 0 {
+            return Direct::ToHub;
+        }
+        match cache.get(&link.routes) {
+            Some(routes) => routes.relay(relay, &self.relayed),
+            None => Direct::ToHub,
+        }
+    }
+}
+
+impl Routes {
+    fn relay(&self, relay: &RelayRef, counts: &RelayCounts) -> Direct {
+        let Some(peer) = self.peers.iter().find(|p| *p.id == *relay.to) else {
+            // Unknown here: the core answers with the error.
+            return Direct::ToHub;
+        };
+        counts.0[relay.kind.message_kind().index()].fetch_add(1, Ordering::Relaxed);
+        let Some(target) = &peer.target else {
+            return Direct::Dropped;
+        };
+        let text = Utf8Bytes::from(relay.encode(&self.from_json));
+        match target.outbox.try_send(Out::Relay {
+            epoch: target.epoch,
+            text,
+        }) {
+            Ok(()) => Direct::Sent,
+            Err(TrySendError::Full(_)) => Direct::TooSlow(target.conn),
+            // The socket is already gone; its Disconnect is on the way.
+            Err(TrySendError::Closed(_)) => Direct::Dropped,
+        }
+    }
+}
+
+/// The writer's rule for one outbox item, given the membership `epoch` it is at: a frame to
+/// write (`Some(Some)`), nothing (`Some(None)`: an epoch mark, or a relay addressed to a
+/// membership since left, dropped as if it had arrived just before), or close (`None`).
+pub fn sort_out(out: Out, epoch: &mut u32) -> Option<Option<Utf8Bytes>> {
+    match out {
+        Out::Text(text) => Some(Some(text)),
+        Out::Relay { epoch: to, text } => Some((to == *epoch).then_some(text)),
+        Out::Epoch(now) => {
+            *epoch = now;
+            Some(None)
+        }
+        Out::Cut => None,
     }
 }
 
@@ -73,23 +302,45 @@ pub fn spawn(
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
+    let mut core = Signaling::new(limits, Instant::now(), now_unix_ms);
+    core.track_routes();
+    let relayed = Arc::new(RelayCounts::default());
     let hub = Hub {
-        core: Signaling::new(limits, Instant::now(), now_unix_ms),
+        core,
         tutorial: TutorialRelay::new(),
-        outboxes: HashMap::new(),
+        conns: HashMap::new(),
         tutorial_outboxes: HashMap::new(),
         slow_disconnects: 0,
+        relayed: relayed.clone(),
+        republish: Vec::new(),
+        acks: Vec::new(),
     };
     let task = tokio::spawn(hub.run(rx, shutdown));
-    (HubHandle { tx }, task)
+    (HubHandle { tx, relayed }, task)
+}
+
+/// The hub's side of one `/ws` connection.
+struct Entry {
+    outbox: Outbox,
+    /// The slot held back for [`Out::Cut`].
+    cut: Option<mpsc::OwnedPermit<Out>>,
+    link: Arc<Link>,
+    /// The participant this connection currently is, if any, and that membership's number.
+    member: Option<ParticipantId>,
+    epoch: u32,
 }
 
 struct Hub {
     core: Signaling,
     tutorial: TutorialRelay,
-    outboxes: HashMap<ConnId, Outbox>,
+    conns: HashMap<ConnId, Entry>,
     tutorial_outboxes: HashMap<ConnId, Outbox>,
     slow_disconnects: u64,
+    relayed: Arc<RelayCounts>,
+    /// Connections whose routes were withdrawn this round, to publish after delivery.
+    republish: Vec<ConnId>,
+    /// Connections with ordered commands handled this round, to acknowledge at its end.
+    acks: Vec<ConnId>,
 }
 
 impl Hub {
@@ -113,19 +364,46 @@ impl Hub {
             }
             self.flush();
         }
+        // Snapshots hold outboxes; let them go with the hub.
+        for entry in self.conns.values() {
+            entry.link.routes.publish(None);
+        }
     }
 
     fn apply(&mut self, command: Command) {
         let now = Instant::now();
         match command {
-            Command::Connect { conn, outbox } => {
-                self.outboxes.insert(conn, outbox);
-                self.core.connect(conn, now);
+            Command::Connect { conn, outbox, link } => {
+                let cut = outbox.clone().try_reserve_owned().ok();
+                self.conns.insert(
+                    conn,
+                    Entry {
+                        outbox,
+                        cut,
+                        link,
+                        member: None,
+                        epoch: 0,
+                    },
+                );
+                self.core.connect_admitted(conn, now);
             }
-            Command::Message { conn, msg } => self.core.handle(conn, msg, now),
-            Command::Reject { conn, error } => self.core.reject(conn, error, now),
+            Command::Message { conn, msg } => {
+                self.core.handle(conn, msg, now);
+                self.acks.push(conn);
+            }
+            Command::Reject { conn, error } => {
+                self.core.reject(conn, error, now);
+                self.acks.push(conn);
+            }
+            Command::RateLimited { conn } => {
+                self.core.rate_limited(conn, now);
+                self.acks.push(conn);
+            }
+            Command::TooSlow { conn } => self.cut(conn, now),
             Command::Disconnect { conn } => {
-                self.outboxes.remove(&conn);
+                if let Some(entry) = self.conns.remove(&conn) {
+                    entry.link.routes.publish(None);
+                }
                 self.core.disconnect(conn, now);
             }
             Command::TutorialConnect { conn, outbox } => {
@@ -137,7 +415,7 @@ impl Hub {
                 {
                     match serde_json::to_string(&msg) {
                         Ok(text) => {
-                            if outbox.try_send(Utf8Bytes::from(text)).is_err() {
+                            if outbox.try_send(Out::Text(Utf8Bytes::from(text))).is_err() {
                                 tracing::debug!(
                                     conn = to,
                                     "tutorial outbox full or closed; message dropped"
@@ -153,8 +431,12 @@ impl Hub {
                 self.tutorial.disconnect(conn);
             }
             Command::Stats(reply) => {
+                let mut core = self.core.stats();
+                for (count, relayed) in core.messages.iter_mut().zip(&self.relayed.0) {
+                    *count += relayed.load(Ordering::Relaxed);
+                }
                 let _ = reply.send(HubStats {
-                    core: self.core.stats(),
+                    core,
                     slow_disconnects: self.slow_disconnects,
                 });
             }
@@ -167,11 +449,14 @@ impl Hub {
         }
     }
 
-    /// Delivers everything the core produced. Cutting off a slow connection can itself
-    /// produce messages (others are told it left), hence the loop.
+    /// Ends the round: withdraws changed routes, delivers everything the core produced,
+    /// publishes the new routes, then lets the readers whose commands were handled relay
+    /// directly again. Cutting off a slow connection can itself produce messages (others are
+    /// told it left), hence the loop.
     fn flush(&mut self) {
         loop {
             let mut too_slow = Vec::new();
+            self.withdraw_routes(&mut too_slow);
             while let Some(output) = self.core.poll_output() {
                 let text = match serde_json::to_string(&output.msg) {
                     Ok(text) => Utf8Bytes::from(text),
@@ -190,29 +475,97 @@ impl Hub {
                 }
             }
             if too_slow.is_empty() {
-                return;
+                break;
             }
             let now = Instant::now();
             for conn in too_slow {
-                // Dropping the outbox ends the socket's writer, which closes the socket.
-                if self.outboxes.remove(&conn).is_some() {
-                    self.slow_disconnects += 1;
-                    tracing::warn!(conn, "connection too slow to keep up; closing it");
-                    self.core.disconnect(conn, now);
-                }
+                self.cut(conn, now);
+            }
+        }
+        self.publish_routes();
+        for conn in self.acks.drain(..) {
+            if let Some(entry) = self.conns.get(&conn) {
+                entry.link.pending.fetch_sub(1, Ordering::Release);
             }
         }
     }
 
+    /// For every connection whose routes the core says may have changed: a new epoch if it
+    /// is now another participant (or none), and no direct relay from it until
+    /// [`Hub::publish_routes`].
+    fn withdraw_routes(&mut self, too_slow: &mut Vec<ConnId>) {
+        for conn in self.core.take_route_changes() {
+            let Some(entry) = self.conns.get_mut(&conn) else {
+                continue;
+            };
+            let member = self.core.relay_route(conn).map(|route| route.id);
+            if entry.member.as_deref() != member {
+                entry.member = member.map(str::to_owned);
+                entry.epoch = entry.epoch.wrapping_add(1);
+                if let Err(TrySendError::Full(_)) = entry.outbox.try_send(Out::Epoch(entry.epoch)) {
+                    too_slow.push(conn);
+                }
+            }
+            entry.link.routes.publish(None);
+            self.republish.push(conn);
+        }
+    }
+
+    fn publish_routes(&mut self) {
+        let conns = &self.conns;
+        for conn in self.republish.drain(..) {
+            let Some(entry) = conns.get(&conn) else {
+                continue;
+            };
+            let routes = self.core.relay_route(conn).map(|route| {
+                let peers = route
+                    .peers
+                    .iter()
+                    .map(|&(id, peer)| Peer {
+                        id: id.into(),
+                        target: peer.and_then(|peer| {
+                            let entry = conns.get(&peer)?;
+                            Some(Target {
+                                conn: peer,
+                                outbox: entry.outbox.clone(),
+                                epoch: entry.epoch,
+                            })
+                        }),
+                    })
+                    .collect();
+                Arc::new(Routes {
+                    from_json: json_string(route.id).into(),
+                    peers,
+                })
+            });
+            entry.link.routes.publish(routes);
+        }
+    }
+
     fn deliver(&mut self, conn: ConnId, text: Utf8Bytes, too_slow: &mut Vec<ConnId>) {
-        if let Some(outbox) = self.outboxes.get(&conn) {
-            match outbox.try_send(text) {
+        if let Some(entry) = self.conns.get(&conn) {
+            match entry.outbox.try_send(Out::Text(text)) {
                 Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) => too_slow.push(conn),
+                Err(TrySendError::Full(_)) => too_slow.push(conn),
                 // The socket is already gone; its Disconnect is on the way.
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
+                Err(TrySendError::Closed(_)) => {}
             }
         }
+    }
+
+    /// Cuts off a connection that cannot keep up: its writer closes the socket after what is
+    /// queued, and the core sees it disconnect.
+    fn cut(&mut self, conn: ConnId, now: Instant) {
+        let Some(mut entry) = self.conns.remove(&conn) else {
+            return;
+        };
+        self.slow_disconnects += 1;
+        tracing::warn!(conn, "connection too slow to keep up; closing it");
+        entry.link.routes.publish(None);
+        if let Some(permit) = entry.cut.take() {
+            permit.send(Out::Cut);
+        }
+        self.core.disconnect(conn, now);
     }
 }
 
@@ -220,5 +573,180 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at.into()).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use switchboard_proto::Role;
+
+    struct Socket {
+        conn: ConnId,
+        link: Arc<Link>,
+        rx: mpsc::Receiver<Out>,
+        cache: RouteCache,
+    }
+
+    async fn connect(hub: &HubHandle, conn: ConnId) -> Socket {
+        let (outbox, rx) = outbox();
+        let link = Arc::new(Link::default());
+        let command = Command::Connect {
+            conn,
+            outbox,
+            link: link.clone(),
+        };
+        assert!(hub.send(command).await);
+        Socket {
+            conn,
+            link,
+            rx,
+            cache: RouteCache::default(),
+        }
+    }
+
+    async fn send(hub: &HubHandle, socket: &Socket, msg: ClientMessage) {
+        let command = Command::Message {
+            conn: socket.conn,
+            msg,
+        };
+        assert!(hub.send_ordered(&socket.link, command).await);
+    }
+
+    /// Waits until the hub has finished everything `socket` sent.
+    async fn settled(socket: &Socket) {
+        for _ in 0..500 {
+            if socket.link.pending.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        panic!("the hub did not finish");
+    }
+
+    /// Everything queued for `socket` so far, as the writer would see it: `T:` hub text,
+    /// `R<epoch>:` relays, `E<epoch>` marks.
+    fn drain(socket: &mut Socket) -> Vec<String> {
+        let mut seen = Vec::new();
+        while let Ok(out) = socket.rx.try_recv() {
+            seen.push(match out {
+                Out::Text(text) => format!("T:{}", kind_of(&text)),
+                Out::Relay { epoch, text } => format!("R{epoch}:{}", kind_of(&text)),
+                Out::Epoch(epoch) => format!("E{epoch}"),
+                Out::Cut => "cut".into(),
+            });
+        }
+        seen
+    }
+
+    fn kind_of(text: &str) -> String {
+        let value: serde_json::Value = serde_json::from_str(text).unwrap();
+        value["type"].as_str().unwrap().to_owned()
+    }
+
+    fn join(room: &str) -> ClientMessage {
+        ClientMessage::Join {
+            v: 1,
+            room: room.into(),
+            name: "N".into(),
+            role: Role::Peer,
+            mode: None,
+            resume: None,
+        }
+    }
+
+    fn candidate(to: &str) -> String {
+        format!(r#"{{"type":"candidate","to":"{to}","candidate":{{"c":1}}}}"#)
+    }
+
+    async fn joined_id(hub: &HubHandle, socket: &mut Socket, room: &str) -> String {
+        send(hub, socket, join(room)).await;
+        settled(socket).await;
+        loop {
+            match socket.rx.recv().await.unwrap() {
+                Out::Text(text) if kind_of(&text) == "joined" => {
+                    let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+                    return value["id"].as_str().unwrap().to_owned();
+                }
+                _ => {}
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn relays_follow_routes_and_stale_ones_are_dropped_by_epoch() {
+        let (_stop, shutdown) = watch::channel(false);
+        let limits = Limits {
+            rate_per_sec: 0,
+            resume_grace: Duration::ZERO,
+            ..Limits::default()
+        };
+        let (hub, _task) = spawn(limits, shutdown);
+        let mut ann = connect(&hub, 1).await;
+        let mut bob = connect(&hub, 2).await;
+        let ann_id = joined_id(&hub, &mut ann, "r").await;
+        let bob_id = joined_id(&hub, &mut bob, "r").await;
+        settled(&ann).await;
+        assert_eq!(drain(&mut ann), ["T:participant-joined"]);
+        assert_eq!(drain(&mut bob), Vec::<String>::new());
+
+        // Bob relays to Ann directly; to an unknown id, through the hub.
+        let text = candidate(&ann_id);
+        let relay = RelayRef::parse(&text).unwrap();
+        assert_eq!(
+            hub.relay_direct(&bob.link, &mut bob.cache, &relay),
+            Direct::Sent
+        );
+        let stranger = candidate("nobody");
+        let stranger = RelayRef::parse(&stranger).unwrap();
+        assert_eq!(
+            hub.relay_direct(&bob.link, &mut bob.cache, &stranger),
+            Direct::ToHub
+        );
+        assert_eq!(drain(&mut ann), ["R1:candidate"]);
+
+        // While Bob has a command in the hub, he does not relay directly.
+        bob.link.pending.fetch_add(1, Ordering::Relaxed);
+        assert_eq!(
+            hub.relay_direct(&bob.link, &mut bob.cache, &relay),
+            Direct::ToHub
+        );
+        bob.link.pending.fetch_sub(1, Ordering::Relaxed);
+
+        // Bob's reader took its routes just before Ann left, and relays just after.
+        let stale = bob.cache.routes.clone().unwrap();
+        send(&hub, &ann, ClientMessage::Leave).await;
+        settled(&ann).await;
+        assert_eq!(stale.relay(&relay, &hub.relayed), Direct::Sent);
+        let seen = drain(&mut ann);
+        assert_eq!(seen, ["E2", "T:left", "R1:candidate"]);
+        // Bob's published routes no longer know Ann: the hub answers for her.
+        assert_eq!(
+            hub.relay_direct(&bob.link, &mut bob.cache, &relay),
+            Direct::ToHub
+        );
+        assert_eq!(drain(&mut bob), ["T:participant-left"]);
+
+        // What Ann's writer makes of her queue.
+        let mut epoch = 1;
+        let kinds = [
+            Out::Epoch(2),
+            Out::Text("{}".into()),
+            Out::Relay {
+                epoch: 1,
+                text: "stale".into(),
+            },
+        ]
+        .into_iter()
+        .map(|out| sort_out(out, &mut epoch).map(|text| text.map(|t| t.to_string())))
+        .collect::<Vec<_>>();
+        assert_eq!(kinds, [Some(None), Some(Some("{}".into())), Some(None)]);
+        assert_eq!(sort_out(Out::Cut, &mut epoch), None);
+
+        // Counted: two direct relays (the stale one too: the sender was not refused).
+        let stats = hub.query(Command::Stats).await.unwrap();
+        assert_eq!(stats.core.messages[MessageKind::Candidate.index()], 2);
+        let _ = bob_id;
     }
 }

@@ -1,7 +1,9 @@
 //! Prometheus text exposition for `/metrics`.
 //!
 //! Transport counters are atomics bumped by socket tasks; everything about rooms and messages
-//! comes from the hub, which owns that state, so nothing here needs a lock.
+//! comes from the hub, which owns that state, so nothing here needs a lock. (Relays that socket
+//! readers deliver themselves are counted in the hub's atomic `RelayCounts`, which the hub adds
+//! to the core's message counts in its `HubStats`.)
 
 use crate::hub::HubStats;
 use crate::ws::Protocol;

@@ -5,12 +5,12 @@
 //! calls stamped with `now`, outputs are queued [`Output`]s. It must never block or wait on
 //! a client: a slow client is the driver's problem, not the router's.
 
-use crate::limits::{Limits, RateLimiter, validate_name, validate_room};
+use crate::limits::{Admission, Limits, Verdict, validate_name, validate_room};
 use crate::lobby::Lobby;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Instant;
 use switchboard_proto::{
     ClientMessage, ErrorCode, LeaveReason, MessageKind, Mode, PROTOCOL_VERSION, ParseError,
@@ -70,9 +70,21 @@ pub struct ParticipantView {
 }
 
 struct Conn {
-    limiter: RateLimiter,
-    last_rate_error: Option<Instant>,
+    /// `None` when the driver applies the rate limit itself ([`Signaling::connect_admitted`]).
+    admission: Option<Admission>,
     state: ConnState,
+}
+
+/// Where one connection's relayed messages (`offer`, `answer`, `candidate`, `ice-restart`) may
+/// go, as [`Signaling::relay_route`] reports it for drivers that deliver relays themselves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayRoute<'a> {
+    /// The connection's own participant id (the `from` of what it relays).
+    pub id: &'a str,
+    /// Every other member of its room, in join order, with the connection to deliver to;
+    /// `None` while that member's socket is gone (its resume grace): messages to it are
+    /// dropped without an error.
+    pub peers: Vec<(&'a str, Option<ConnId>)>,
 }
 
 enum ConnState {
@@ -129,6 +141,9 @@ pub struct Signaling {
     outputs: VecDeque<Output>,
     messages: [u64; MessageKind::ALL.len()],
     errors: [u64; ErrorCode::ALL.len()],
+    /// Connections whose [`RelayRoute`] may have changed; `None` until a driver asks for them
+    /// with [`Signaling::track_routes`].
+    route_changes: Option<HashSet<ConnId>>,
 }
 
 const ID_LEN: usize = 10;
@@ -162,6 +177,7 @@ impl Signaling {
             outputs: VecDeque::new(),
             messages: [0; MessageKind::ALL.len()],
             errors: [0; ErrorCode::ALL.len()],
+            route_changes: None,
         }
     }
 
@@ -169,17 +185,40 @@ impl Signaling {
         &self.limits
     }
 
-    /// A new transport connection opened.
+    /// A new transport connection opened. Its messages are rate-limited here.
     pub fn connect(&mut self, conn: ConnId, now: Instant) {
+        let admission = Admission::new(&self.limits, now);
+        self.open(conn, Some(admission), now);
+    }
+
+    /// A new transport connection whose messages the driver rate-limits itself, with an
+    /// [`Admission`] built from [`Signaling::limits`]: everything [`Signaling::handle`] and
+    /// [`Signaling::reject`] get from it counts as admitted, and the driver reports drops with
+    /// [`Signaling::rate_limited`]. For drivers that handle some messages outside the core
+    /// (see [`Signaling::relay_route`]), so every message counts against the same budget.
+    pub fn connect_admitted(&mut self, conn: ConnId, now: Instant) {
+        self.open(conn, None, now);
+    }
+
+    fn open(&mut self, conn: ConnId, admission: Option<Admission>, now: Instant) {
         self.now = now;
         self.conns.insert(
             conn,
             Conn {
-                limiter: RateLimiter::new(self.limits.rate_per_sec, self.limits.rate_burst, now),
-                last_rate_error: None,
+                admission,
                 state: ConnState::Idle,
             },
         );
+        self.touch_conn(conn);
+    }
+
+    /// The driver dropped a message of `conn` over its rate limit and its [`Admission`] said
+    /// to tell the client.
+    pub fn rate_limited(&mut self, conn: ConnId, now: Instant) {
+        self.now = now;
+        if self.conns.contains_key(&conn) {
+            self.report_rate_limited(conn);
+        }
     }
 
     /// A transport connection closed, cleanly or not.
@@ -188,6 +227,7 @@ impl Signaling {
         let Some(state) = self.conns.remove(&conn).map(|c| c.state) else {
             return;
         };
+        self.touch_conn(conn);
         match state {
             ConnState::Idle | ConnState::Waiting { .. } => {}
             ConnState::Joined(id) => {
@@ -200,8 +240,10 @@ impl Signaling {
                     // told yet: a quick reconnect should go unnoticed.
                     participant.conn = None;
                     participant.disconnected_at = Some(now);
+                    let room = participant.room.clone();
                     self.expiries
                         .push_back((now + self.limits.resume_grace, id.clone()));
+                    self.touch_room(&room);
                 }
             }
         }
@@ -337,30 +379,91 @@ impl Signaling {
         })
     }
 
+    /// Starts reporting which connections' [`RelayRoute`]s change, for
+    /// [`Signaling::take_route_changes`].
+    pub fn track_routes(&mut self) {
+        self.route_changes.get_or_insert_with(HashSet::new);
+    }
+
+    /// The connections whose [`RelayRoute`] may have changed since the last call (or since
+    /// [`Signaling::track_routes`]), each once, in no particular order. A driver that relays
+    /// with copies of the routes refreshes these.
+    pub fn take_route_changes(&mut self) -> Vec<ConnId> {
+        match &mut self.route_changes {
+            Some(changes) => changes.drain().collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Where a relayed message from `conn` may go: `None` unless it is in a room. A driver may
+    /// deliver `offer`/`answer`/`candidate` itself with this, exactly as
+    /// [`Signaling::handle`] would: to the addressed peer's connection, nowhere while that
+    /// peer is disconnected, and through `handle` (for its error) when `to` names nobody here.
+    pub fn relay_route(&self, conn: ConnId) -> Option<RelayRoute<'_>> {
+        let ConnState::Joined(id) = self.conn_state(conn)? else {
+            return None;
+        };
+        let participant = self.participants.get(id)?;
+        let room = self.rooms.get(&participant.room)?;
+        let peers = room
+            .members
+            .iter()
+            .filter(|member| *member != id)
+            .filter_map(|member| self.participants.get(member))
+            .map(|peer| (peer.id.as_str(), peer.conn))
+            .collect();
+        Some(RelayRoute { id, peers })
+    }
+
     /// Applies the rate limit; over it, the message is dropped and the client told (at most
     /// once a second, so the error replies cannot become a flood of their own).
     fn admit(&mut self, conn: ConnId, now: Instant) -> bool {
         let Some(c) = self.conns.get_mut(&conn) else {
             return false;
         };
-        if c.limiter.allow(now) {
+        let Some(admission) = &mut c.admission else {
             return true;
+        };
+        match admission.check(now) {
+            Verdict::Admit => true,
+            Verdict::Drop => false,
+            Verdict::DropAndReport => {
+                self.report_rate_limited(conn);
+                false
+            }
         }
-        let quiet = c
-            .last_rate_error
-            .is_none_or(|at| now.saturating_duration_since(at).as_secs() >= 1);
-        if quiet {
-            c.last_rate_error = Some(now);
-            self.error(
-                conn,
-                ErrorCode::RateLimited,
-                format!(
-                    "more than {} messages per second; messages are being dropped",
-                    self.limits.rate_per_sec
-                ),
+    }
+
+    fn report_rate_limited(&mut self, conn: ConnId) {
+        self.error(
+            conn,
+            ErrorCode::RateLimited,
+            format!(
+                "more than {} messages per second; messages are being dropped",
+                self.limits.rate_per_sec
+            ),
+        );
+    }
+
+    /// Marks `conn`'s relay route as possibly changed.
+    fn touch_conn(&mut self, conn: ConnId) {
+        if let Some(changes) = &mut self.route_changes {
+            changes.insert(conn);
+        }
+    }
+
+    /// Marks the relay routes of every connected member of `room` as possibly changed.
+    fn touch_room(&mut self, room: &str) {
+        let Some(changes) = &mut self.route_changes else {
+            return;
+        };
+        if let Some(room) = self.rooms.get(room) {
+            changes.extend(
+                room.members
+                    .iter()
+                    .filter_map(|id| self.participants.get(id)?.conn),
             );
         }
-        false
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -514,14 +617,11 @@ impl Signaling {
         // The same participant on a new socket before the old one noticed it was dead: the
         // newer socket wins.
         if let Some(old) = old_conn.filter(|&old| old != conn) {
-            if let Some(c) = self.conns.get_mut(&old) {
-                c.state = ConnState::Idle;
-            }
+            self.set_state(old, ConnState::Idle);
             self.send(old, ServerMessage::Left);
         }
-        if let Some(c) = self.conns.get_mut(&conn) {
-            c.state = ConnState::Joined(id.clone());
-        }
+        self.set_state(conn, ConnState::Joined(id.clone()));
+        self.touch_room(room_name);
         let joined = ServerMessage::Joined {
             v: PROTOCOL_VERSION,
             room: room_name.to_owned(),
@@ -648,6 +748,7 @@ impl Signaling {
         let Some(room_name) = self.participants.get(id).map(|p| p.room.clone()) else {
             return;
         };
+        self.touch_room(&room_name);
         let Some(room) = self.rooms.remove(&room_name) else {
             return;
         };
@@ -775,10 +876,14 @@ impl Signaling {
             room.members.push(id.clone());
         }
         self.set_state(conn, ConnState::Joined(id.clone()));
+        self.touch_room(room_name);
         id
     }
 
     fn remove_participant(&mut self, id: &str, reason: LeaveReason) {
+        if let Some(room) = self.participants.get(id).map(|p| p.room.clone()) {
+            self.touch_room(&room);
+        }
         let Some(participant) = self.participants.remove(id) else {
             return;
         };
@@ -855,6 +960,7 @@ impl Signaling {
     fn set_state(&mut self, conn: ConnId, state: ConnState) {
         if let Some(c) = self.conns.get_mut(&conn) {
             c.state = state;
+            self.touch_conn(conn);
         }
     }
 

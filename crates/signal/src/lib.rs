@@ -17,9 +17,9 @@ mod lobby;
 mod tutorial;
 
 pub use crate::core::{
-    ConnId, CoreStats, Output, ParticipantView, Recipients, RoomView, Signaling,
+    ConnId, CoreStats, Output, ParticipantView, Recipients, RelayRoute, RoomView, Signaling,
 };
-pub use crate::limits::{Limits, RateLimiter, validate_name, validate_room};
+pub use crate::limits::{Admission, Limits, RateLimiter, Verdict, validate_name, validate_room};
 pub use crate::lobby::Lobby;
 pub use crate::tutorial::TutorialRelay;
 

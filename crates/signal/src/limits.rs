@@ -107,6 +107,52 @@ impl RateLimiter {
     }
 }
 
+/// What [`Admission::check`] decided about one incoming message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Within the rate: handle it.
+    Admit,
+    /// Over the rate: drop it without a word (the client was told recently).
+    Drop,
+    /// Over the rate: drop it and tell the client (`rate_limited`), at most once a second so
+    /// the error replies cannot become a flood of their own.
+    DropAndReport,
+}
+
+/// One connection's rate limit: a [`RateLimiter`] plus the "tell at most once a second" rule.
+/// [`crate::Signaling`] applies it itself, or a driver applies it where messages arrive (see
+/// [`crate::Signaling::connect_admitted`]).
+#[derive(Debug, Clone)]
+pub struct Admission {
+    limiter: RateLimiter,
+    last_report: Option<Instant>,
+}
+
+impl Admission {
+    pub fn new(limits: &Limits, now: Instant) -> Self {
+        Admission {
+            limiter: RateLimiter::new(limits.rate_per_sec, limits.rate_burst, now),
+            last_report: None,
+        }
+    }
+
+    /// Counts one message (decoded or not) against the rate.
+    pub fn check(&mut self, now: Instant) -> Verdict {
+        if self.limiter.allow(now) {
+            return Verdict::Admit;
+        }
+        let quiet = self
+            .last_report
+            .is_none_or(|at| now.saturating_duration_since(at).as_secs() >= 1);
+        if quiet {
+            self.last_report = Some(now);
+            Verdict::DropAndReport
+        } else {
+            Verdict::Drop
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,6 +195,34 @@ mod tests {
             assert!(limiter.allow(later));
         }
         assert!(!limiter.allow(later));
+    }
+
+    #[test]
+    fn admission_reports_at_most_once_a_second() {
+        let limits = Limits {
+            rate_per_sec: 1,
+            rate_burst: 2,
+            ..Limits::default()
+        };
+        let t0 = Instant::now();
+        let mut admission = Admission::new(&limits, t0);
+        let verdicts: Vec<_> = (0..5).map(|_| admission.check(t0)).collect();
+        assert_eq!(
+            verdicts,
+            [
+                Verdict::Admit,
+                Verdict::Admit,
+                Verdict::DropAndReport,
+                Verdict::Drop,
+                Verdict::Drop
+            ]
+        );
+        // Half a second later: one token back, but no new report yet.
+        let t1 = t0 + Duration::from_millis(500);
+        assert_eq!(admission.check(t1), Verdict::Drop);
+        let t2 = t0 + Duration::from_millis(1000);
+        assert_eq!(admission.check(t2), Verdict::Admit);
+        assert_eq!(admission.check(t2), Verdict::DropAndReport);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use crate::{ConnId, Limits, Output, Recipients, Signaling};
 use std::time::{Duration, Instant};
 use switchboard_proto::{
-    ClientMessage, ErrorCode, LeaveReason, Mode, ParseError, Role, ServerMessage,
+    ClientMessage, ErrorCode, LeaveReason, MessageKind, Mode, ParseError, Role, ServerMessage,
 };
 
 struct Harness {
@@ -543,4 +543,198 @@ fn messages_from_unknown_connections_are_ignored() {
     assert!(h.send(99, ClientMessage::Ping { id: None }).is_empty());
     h.core.disconnect(99, h.now);
     assert!(h.drain().is_empty());
+}
+
+#[test]
+fn admitted_connections_are_limited_by_the_driver() {
+    let limits = Limits {
+        rate_per_sec: 1,
+        rate_burst: 1,
+        ..Limits::default()
+    };
+    let mut h = Harness::new(limits);
+    h.core.connect_admitted(1, h.now);
+    // Far over the core's own limit: the driver decided these were admitted.
+    for id in 0..5 {
+        let out = h.send(1, ClientMessage::Ping { id: Some(id) });
+        assert_eq!(
+            out,
+            [Output {
+                to: Recipients::One(1),
+                msg: ServerMessage::Pong { id: Some(id) }
+            }]
+        );
+    }
+    h.core.rate_limited(1, h.now);
+    let out = h.drain();
+    assert_eq!(error_code(&out), ErrorCode::RateLimited);
+    match &out[0].msg {
+        ServerMessage::Error { message, .. } => assert_eq!(
+            message,
+            "more than 1 messages per second; messages are being dropped"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(h.core.stats().errors[ErrorCode::RateLimited.index()], 1);
+    assert_eq!(h.core.stats().messages[MessageKind::Ping.index()], 5);
+    // Unknown connections are ignored, as everywhere.
+    h.core.rate_limited(99, h.now);
+    assert!(h.drain().is_empty());
+}
+
+/// An owned copy of a relay route, to compare across steps.
+type RouteCopy = Option<(String, Vec<(String, Option<ConnId>)>)>;
+
+fn route_copy(core: &Signaling, conn: ConnId) -> RouteCopy {
+    core.relay_route(conn).map(|route| {
+        (
+            route.id.to_owned(),
+            route
+                .peers
+                .iter()
+                .map(|(id, conn)| ((*id).to_owned(), *conn))
+                .collect(),
+        )
+    })
+}
+
+/// A driver that delivers relays from copies of [`Signaling::relay_route`] must route exactly
+/// as the core would, and must hear of every change: checked over a long random walk of
+/// joins, leaves, disconnects, resumes, random pairs and expiring grace periods.
+#[test]
+fn relay_routes_predict_the_core_and_every_change_is_reported() {
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+    use std::collections::{HashMap, HashSet};
+
+    let limits = Limits {
+        rate_per_sec: 0,
+        max_participants: 3,
+        resume_grace: Duration::from_secs(5),
+        ..Limits::default()
+    };
+    let mut h = Harness::new(limits);
+    h.core.track_routes();
+    let mut rng = StdRng::seed_from_u64(42);
+    let mut next_conn: ConnId = 1;
+    let mut open: Vec<ConnId> = Vec::new();
+    let mut tokens: Vec<(String, String)> = Vec::new();
+    let mut ids: Vec<String> = vec!["nobody".into()];
+    let mut seen: HashMap<ConnId, RouteCopy> = HashMap::new();
+    let mut delivered = 0;
+    for step in 0..4000 {
+        let pick = |rng: &mut StdRng, open: &[ConnId]| open[rng.gen_range(0..open.len())];
+        let out = match rng.gen_range(0..12) {
+            0..=2 if open.len() < 10 || open.is_empty() => {
+                h.connect(next_conn);
+                open.push(next_conn);
+                next_conn += 1;
+                Vec::new()
+            }
+            _ if open.is_empty() => Vec::new(),
+            0..=3 => {
+                let conn = pick(&mut rng, &open);
+                let room = format!("r{}", rng.gen_range(0..3));
+                h.send(conn, join(&room, "N", Role::Peer))
+            }
+            4 => h.send(pick(&mut rng, &open), ClientMessage::Leave),
+            5 | 6 => {
+                let conn = pick(&mut rng, &open);
+                open.retain(|&c| c != conn);
+                h.core.disconnect(conn, h.now);
+                h.drain()
+            }
+            7 if !tokens.is_empty() => {
+                let (room, token) = tokens[rng.gen_range(0..tokens.len())].clone();
+                let msg = ClientMessage::Join {
+                    v: 1,
+                    room,
+                    name: "N".into(),
+                    role: Role::Peer,
+                    mode: None,
+                    resume: Some(token),
+                };
+                h.send(pick(&mut rng, &open), msg)
+            }
+            8 => h.send(
+                pick(&mut rng, &open),
+                ClientMessage::Random {
+                    v: 1,
+                    name: "R".into(),
+                },
+            ),
+            9 => h.send(pick(&mut rng, &open), ClientMessage::Next),
+            _ => h.advance(Duration::from_secs(2)),
+        };
+        for o in &out {
+            match &o.msg {
+                ServerMessage::Joined {
+                    id, resume, room, ..
+                } => {
+                    ids.push(id.clone());
+                    tokens.push((room.clone(), resume.clone()));
+                }
+                ServerMessage::Matched { id, .. } => ids.push(id.clone()),
+                _ => {}
+            }
+        }
+
+        let changed: HashSet<ConnId> = h.core.take_route_changes().into_iter().collect();
+        for conn in 1..next_conn {
+            let now = route_copy(&h.core, conn);
+            let before = seen.insert(conn, now.clone()).flatten();
+            assert!(
+                before == now || changed.contains(&conn),
+                "step {step}: the route of {conn} changed unreported: {before:?} -> {now:?}"
+            );
+        }
+
+        for &conn in &open {
+            let route = route_copy(&h.core, conn);
+            for to in ids.iter().rev().take(12) {
+                let out = h.send(
+                    conn,
+                    ClientMessage::Candidate {
+                        to: to.clone(),
+                        candidate: None,
+                    },
+                );
+                let Some((from, peers)) = &route else {
+                    assert!(
+                        out.iter()
+                            .all(|o| matches!(o.msg, ServerMessage::Error { .. })),
+                        "step {step}: {conn} has no route but relayed: {out:?}"
+                    );
+                    continue;
+                };
+                match peers.iter().find(|(id, _)| id == to) {
+                    Some((_, Some(target))) => {
+                        delivered += 1;
+                        assert_eq!(
+                            out,
+                            [Output {
+                                to: Recipients::One(*target),
+                                msg: ServerMessage::Candidate {
+                                    from: from.clone(),
+                                    candidate: None
+                                }
+                            }],
+                            "step {step}"
+                        );
+                    }
+                    Some((_, None)) => assert!(out.is_empty(), "step {step}: {out:?}"),
+                    None => assert_eq!(
+                        error_code(&out),
+                        ErrorCode::UnknownParticipant,
+                        "step {step}"
+                    ),
+                }
+            }
+        }
+        assert!(
+            h.core.take_route_changes().is_empty(),
+            "relaying changes no route"
+        );
+    }
+    assert!(delivered > 1000, "the walk exercised relays ({delivered})");
 }
