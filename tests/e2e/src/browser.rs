@@ -684,8 +684,29 @@ impl Browser {
     }
 
     /// What [`Browser::launch`] does, with the capabilities extended by `options`, in the
-    /// calling thread's network namespace.
+    /// calling thread's network namespace. A driver that fails to start its session is
+    /// replaced by a fresh one, twice at most: on a loaded machine a driver now and then
+    /// drops its first connection, which says nothing about the code under test.
     async fn launch_here(
+        kind: BrowserKind,
+        label: &str,
+        options: &LaunchOptions,
+    ) -> Result<Browser> {
+        let mut attempt = 1;
+        loop {
+            match Browser::launch_once(kind, label, options).await {
+                Ok(browser) => return Ok(browser),
+                Err(e) if attempt < 3 => {
+                    println!("[{label}] {kind:?} did not start (attempt {attempt}): {e:#}");
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn launch_once(
         kind: BrowserKind,
         label: &str,
         options: &LaunchOptions,
