@@ -1096,7 +1096,9 @@ impl Server {
 
     /// The allocation of `client`, if it has one and `auth` is its user: otherwise the
     /// error to answer with (437, or 441).
-    fn own_allocation(&self, client: Client, auth: &Auth<'_>) -> Result<RelayId, ErrorCode> {
+    /// A 441 is an authentication failure too (`wrong_credentials`): another user's
+    /// credentials on an allocation's 5-tuple.
+    fn own_allocation(&mut self, client: Client, auth: &Auth<'_>) -> Result<RelayId, ErrorCode> {
         let relay = self
             .by_client
             .get(&client)
@@ -1106,7 +1108,10 @@ impl Server {
             Some(Slot::Allocated(allocation)) if &*allocation.username == auth.username => {
                 Ok(relay)
             }
-            Some(Slot::Allocated(_)) => Err(ErrorCode::WRONG_CREDENTIALS),
+            Some(Slot::Allocated(_)) => {
+                self.stats.auth_failures[AuthFailure::WrongCredentials.index()] += 1;
+                Err(ErrorCode::WRONG_CREDENTIALS)
+            }
             _ => Err(ErrorCode::ALLOCATION_MISMATCH),
         }
     }

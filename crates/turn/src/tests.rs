@@ -985,7 +985,7 @@ fn refresh_lifetimes_and_errors() {
         h.server
             .stats()
             .auth_failures(AuthFailure::WrongCredentials),
-        0
+        1
     );
     // No allocation on that 5-tuple.
     let other = h.challenge(other_client(), "alice", "wonderland");
