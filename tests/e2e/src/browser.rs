@@ -111,70 +111,7 @@ impl Browser {
     /// Starts a fresh browser with its own driver, profile and output log. `label` names it
     /// in failure messages (e.g. the participant's name).
     pub async fn launch(kind: BrowserKind, label: &str) -> Result<Browser> {
-        let started = Instant::now();
-        sweep_stale_profiles();
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("{PROFILE_PREFIX}{}-", sanitize(label)))
-            .tempdir()
-            .context("creating the browser profile directory")?;
-        let port = free_port()?;
-        let log_path = dir.path().join("driver.log");
-        let (driver, capabilities) = match kind {
-            BrowserKind::Chromium => {
-                let profile = dir.path().join("profile");
-                let driver = DriverProcess::spawn(
-                    "chromedriver",
-                    &which("chromedriver", &["/usr/bin/chromedriver"])?,
-                    &[format!("--port={port}")],
-                    port,
-                    log_path,
-                    &profile,
-                )
-                .await?;
-                (driver, chromium_capabilities(&profile)?)
-            }
-            BrowserKind::Firefox => {
-                let profiles = dir.path().join("profiles");
-                std::fs::create_dir(&profiles)?;
-                let driver = DriverProcess::spawn(
-                    "geckodriver",
-                    &which("geckodriver", &[])?,
-                    &[
-                        "--port".into(),
-                        port.to_string(),
-                        "--profile-root".into(),
-                        profiles.to_string_lossy().into_owned(),
-                    ],
-                    port,
-                    log_path,
-                    &profiles,
-                )
-                .await?;
-                (driver, firefox_capabilities()?)
-            }
-        };
-        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        let client = ClientBuilder::new(connector)
-            .capabilities(capabilities)
-            .connect(&driver.url())
-            .await
-            .map_err(|e| {
-                anyhow!(
-                    "starting a {kind:?} session for {label}: {e}\ndriver output:\n{}",
-                    tail(&driver.log(), 30)
-                )
-            })?;
-        println!(
-            "[{label}] {kind:?} started in {:.1}s",
-            started.elapsed().as_secs_f64()
-        );
-        Ok(Browser {
-            client,
-            kind,
-            label: label.to_string(),
-            driver,
-            dir,
-        })
+        Browser::launch_with(kind, label, &LaunchOptions::default()).await
     }
 
     /// Starts several browsers at once (labels name them in failure messages).
