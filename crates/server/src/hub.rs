@@ -1,5 +1,6 @@
-//! The hub: the one task that owns the signaling core and the tutorial relay, and the routing
-//! snapshots that let socket readers relay without it.
+//! The hub: the one task that owns the signaling core of `/ws`, and the routing snapshots that
+//! let socket readers relay without it. (The tutorial protocol on `/` needs no hub: see the
+//! `tutorial` module.)
 //!
 //! Socket tasks decode frames in parallel and send typed commands here; the hub routes them
 //! through [`Signaling`] and pushes encoded replies into each connection's bounded outbox.
@@ -33,18 +34,16 @@
 //! Rate limits apply in the readers ([`Admission`]), to both paths alike; direct relays are
 //! counted in [`RelayCounts`] and added to the core's message counts for `/metrics`.
 
+use crate::published::{Cached, Published};
 use axum::extract::ws::Utf8Bytes;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
-use switchboard_proto::tutorial::TutorialMessage;
 use switchboard_proto::{
     ClientMessage, MessageKind, ParseError, ParticipantId, RelayRef, json_string,
 };
-use switchboard_signal::{
-    ConnId, CoreStats, Limits, Recipients, RoomView, Signaling, TutorialRelay,
-};
+use switchboard_signal::{ConnId, CoreStats, Limits, Recipients, RoomView, Signaling};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -104,17 +103,6 @@ pub enum Command {
     Disconnect {
         conn: ConnId,
     },
-    TutorialConnect {
-        conn: ConnId,
-        outbox: Outbox,
-    },
-    Tutorial {
-        conn: ConnId,
-        msg: TutorialMessage,
-    },
-    TutorialDisconnect {
-        conn: ConnId,
-    },
     Stats(oneshot::Sender<HubStats>),
     Rooms(oneshot::Sender<Vec<RoomView>>),
     Room(String, oneshot::Sender<Option<RoomView>>),
@@ -137,46 +125,13 @@ pub struct Link {
     /// Commands the reader sent with [`HubHandle::send_ordered`] that the hub has not
     /// finished (delivered and published the routes after). Direct relay waits for zero.
     pending: AtomicU64,
-    routes: RouteCell,
-}
-
-/// The hub's latest [`Routes`] for one connection. Readers keep a [`RouteCache`] and only
-/// take the lock when the version moved, which is once per membership change: the relay
-/// path itself is one atomic load.
-#[derive(Debug, Default)]
-struct RouteCell {
-    version: AtomicU64,
-    routes: Mutex<Option<Arc<Routes>>>,
-}
-
-impl RouteCell {
-    fn publish(&self, routes: Option<Arc<Routes>>) {
-        let mut slot = self.routes.lock().unwrap_or_else(PoisonError::into_inner);
-        let old = std::mem::replace(&mut *slot, routes);
-        // Bumped under the lock, so a reader that takes the lock sees a matching pair.
-        self.version.fetch_add(1, Ordering::Release);
-        drop(slot);
-        drop(old);
-    }
+    /// The hub's latest [`Routes`] for this connection. Readers take a new copy only when
+    /// it moved, which is once per membership change: the relay path is one atomic load.
+    routes: Published<Routes>,
 }
 
 /// A reader's copy of its connection's [`Routes`].
-#[derive(Debug, Default)]
-pub struct RouteCache {
-    version: u64,
-    routes: Option<Arc<Routes>>,
-}
-
-impl RouteCache {
-    fn get(&mut self, cell: &RouteCell) -> Option<&Routes> {
-        if cell.version.load(Ordering::Acquire) != self.version {
-            let slot = cell.routes.lock().unwrap_or_else(PoisonError::into_inner);
-            self.routes = slot.clone();
-            self.version = cell.version.load(Ordering::Relaxed);
-        }
-        self.routes.as_deref()
-    }
-}
+pub type RouteCache = Cached<Routes>;
 
 /// Where a joined connection's relays may go: the core's `RelayRoute` with outboxes.
 #[derive(Debug)]
@@ -307,9 +262,7 @@ pub fn spawn(
     let relayed = Arc::new(RelayCounts::default());
     let hub = Hub {
         core,
-        tutorial: TutorialRelay::new(),
         conns: HashMap::new(),
-        tutorial_outboxes: HashMap::new(),
         slow_disconnects: 0,
         relayed: relayed.clone(),
         republish: Vec::new(),
@@ -332,9 +285,7 @@ struct Entry {
 
 struct Hub {
     core: Signaling,
-    tutorial: TutorialRelay,
     conns: HashMap<ConnId, Entry>,
-    tutorial_outboxes: HashMap<ConnId, Outbox>,
     slow_disconnects: u64,
     relayed: Arc<RelayCounts>,
     /// Connections whose routes were withdrawn this round, to publish after delivery.
@@ -405,30 +356,6 @@ impl Hub {
                     entry.link.routes.publish(None);
                 }
                 self.core.disconnect(conn, now);
-            }
-            Command::TutorialConnect { conn, outbox } => {
-                self.tutorial_outboxes.insert(conn, outbox);
-            }
-            Command::Tutorial { conn, msg } => {
-                if let Some((to, msg)) = self.tutorial.handle(conn, msg)
-                    && let Some(outbox) = self.tutorial_outboxes.get(&to)
-                {
-                    match serde_json::to_string(&msg) {
-                        Ok(text) => {
-                            if outbox.try_send(Out::Text(Utf8Bytes::from(text))).is_err() {
-                                tracing::debug!(
-                                    conn = to,
-                                    "tutorial outbox full or closed; message dropped"
-                                );
-                            }
-                        }
-                        Err(e) => tracing::error!("cannot encode tutorial message: {e}"),
-                    }
-                }
-            }
-            Command::TutorialDisconnect { conn } => {
-                self.tutorial_outboxes.remove(&conn);
-                self.tutorial.disconnect(conn);
             }
             Command::Stats(reply) => {
                 let mut core = self.core.stats();
@@ -715,7 +642,7 @@ mod tests {
         bob.link.pending.fetch_sub(1, Ordering::Relaxed);
 
         // Bob's reader took its routes just before Ann left, and relays just after.
-        let stale = bob.cache.routes.clone().unwrap();
+        let stale = bob.cache.last().unwrap();
         send(&hub, &ann, ClientMessage::Leave).await;
         settled(&ann).await;
         assert_eq!(stale.relay(&relay, &hub.relayed), Direct::Sent);

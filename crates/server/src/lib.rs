@@ -7,6 +7,7 @@
 //! - `http`: the axum router (pages, sockets, REST, metrics).
 //! - `ws`: per-socket tasks that decode frames and write replies; no signaling state.
 //! - `hub`: the single task that owns the signaling core (`switchboard-signal`) and routes.
+//! - `tutorial`: the tutorial protocol's two slots, which socket readers route on themselves.
 //! - [`stun_service`]: UDP and TCP loops around the sans-IO STUN responder, used when TURN
 //!   is off.
 //! - [`turn_service`]: the driver of the sans-IO TURN core (`switchboard-turn`), which also
@@ -19,9 +20,11 @@ pub mod config;
 mod http;
 mod hub;
 mod metrics;
+mod published;
 pub mod stun_service;
 mod tls;
 pub mod turn_service;
+mod tutorial;
 mod web;
 mod ws;
 
@@ -43,6 +46,7 @@ use turn_service::{TurnHandle, TurnMetrics, TurnSockets};
 pub(crate) struct AppState {
     config: Arc<Config>,
     hub: hub::HubHandle,
+    tutorial: Arc<tutorial::TutorialBoard>,
     metrics: Arc<metrics::Metrics>,
     stun_metrics: Arc<StunMetrics>,
     next_conn: Arc<AtomicU64>,
@@ -202,6 +206,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         web: Arc::new(web::WebAssets::new(config.web_dir.clone())),
         config: Arc::new(config),
         hub,
+        tutorial: Arc::default(),
         metrics: Arc::default(),
         stun_metrics,
         next_conn: Arc::new(AtomicU64::new(1)),

@@ -6,10 +6,12 @@
 //! delivers `offer`/`answer`/`candidate` straight into the addressee's outbox when the hub's
 //! routing snapshot allows it (see the `hub` module docs); everything else goes to the hub.
 //! A socket that stays silent past the idle timeout (no frame, not even a pong) is considered
-//! dead and closed, which starts its resume grace.
+//! dead and closed, which starts its resume grace. On `/` the reader routes tutorial messages
+//! itself, on the shared slots of the `tutorial` module.
 
 use crate::AppState;
-use crate::hub::{self, Command, Direct, HubHandle, Link, Out, RouteCache};
+use crate::hub::{self, Command, Direct, HubHandle, Link, Out, Outbox, RouteCache};
+use crate::tutorial::{Handled, TutorialBoard, TutorialCache};
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::{SinkExt, StreamExt};
 use std::sync::Arc;
@@ -49,22 +51,27 @@ pub async fn serve_socket(
     let conn: ConnId = state.next_conn.fetch_add(1, Ordering::Relaxed);
     let (outbox, outbox_rx) = hub::outbox();
     let link = Arc::new(Link::default());
-    let connect = match protocol {
-        Protocol::Switchboard => Command::Connect {
-            conn,
-            outbox,
-            link: link.clone(),
-        },
-        Protocol::Tutorial => Command::TutorialConnect { conn, outbox },
+    // On `/ws` only the hub holds the outbox, so the writer can tell when the hub is gone; a
+    // tutorial reader keeps its own, to hand to the board when it takes a slot.
+    let own_outbox = match protocol {
+        Protocol::Switchboard => {
+            let connect = Command::Connect {
+                conn,
+                outbox,
+                link: link.clone(),
+            };
+            if !state.hub.send(connect).await {
+                return;
+            }
+            None
+        }
+        Protocol::Tutorial => Some(outbox),
     };
-    if !state.hub.send(connect).await {
-        return;
-    }
     state.metrics.connections_opened(protocol);
     let (sink, mut stream) = socket.split();
     let mut shutdown = state.shutdown.clone();
     let (reader_done, reader_done_rx) = oneshot::channel();
-    let writer = tokio::spawn(write_loop(sink, outbox_rx, reader_done_rx, protocol));
+    let writer = tokio::spawn(write_loop(sink, outbox_rx, reader_done_rx));
     let max_bytes = state.config.max_message_bytes;
     let mut reader = Reader {
         protocol,
@@ -72,6 +79,9 @@ pub async fn serve_socket(
         hub: &state.hub,
         link: &link,
         routes: RouteCache::default(),
+        tutorial: &state.tutorial,
+        tutorial_cache: TutorialCache::default(),
+        own_outbox,
         admission: match protocol {
             Protocol::Switchboard => {
                 let limits = state.config.limits();
@@ -136,11 +146,12 @@ pub async fn serve_socket(
     // Tell the writer first, so it does not mistake the hub dropping the outbox for a
     // too-slow cut-off.
     let _ = reader_done.send(close);
-    let disconnect = match protocol {
-        Protocol::Switchboard => Command::Disconnect { conn },
-        Protocol::Tutorial => Command::TutorialDisconnect { conn },
-    };
-    state.hub.send(disconnect).await;
+    match protocol {
+        Protocol::Switchboard => {
+            state.hub.send(Command::Disconnect { conn }).await;
+        }
+        Protocol::Tutorial => state.tutorial.release(conn),
+    }
     state.metrics.connections_closed(protocol);
     let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
 }
@@ -153,6 +164,10 @@ struct Reader<'a> {
     hub: &'a HubHandle,
     link: &'a Link,
     routes: RouteCache,
+    tutorial: &'a TutorialBoard,
+    tutorial_cache: TutorialCache,
+    /// `/` only: this socket's outbox, for the tutorial slot it may take.
+    own_outbox: Option<Outbox>,
     /// `/ws` only, and only when rate limiting is on: this connection's budget, which every
     /// text or binary frame counts against, relayed directly or not.
     admission: Option<Admission>,
@@ -178,9 +193,11 @@ impl Reader<'_> {
                 ))
                 .await;
         }
-        if self.protocol == Protocol::Switchboard
-            && let Some(relay) = RelayRef::parse(text)
-        {
+        if self.protocol == Protocol::Tutorial {
+            self.tutorial_message(text);
+            return true;
+        }
+        if let Some(relay) = RelayRef::parse(text) {
             return match self.hub.relay_direct(self.link, &mut self.routes, &relay) {
                 Direct::Sent | Direct::Dropped => true,
                 Direct::TooSlow(target) => self.hub.send(Command::TooSlow { conn: target }).await,
@@ -194,7 +211,39 @@ impl Reader<'_> {
                 }
             };
         }
-        self.send(decode(self.protocol, self.conn, text)).await
+        let command = match parse_client_message(text) {
+            Ok(msg) => Command::Message {
+                conn: self.conn,
+                msg,
+            },
+            Err(error) => Command::Reject {
+                conn: self.conn,
+                error,
+            },
+        };
+        self.send(Some(command)).await
+    }
+
+    /// Routes one tutorial frame on the board, straight into the addressee's outbox.
+    fn tutorial_message(&mut self, text: &str) {
+        let conn = self.conn;
+        let Some(outbox) = &self.own_outbox else {
+            return;
+        };
+        match TutorialMessage::parse(text) {
+            // The tutorial protocol has no error message; the socket only gets a log line.
+            Err(e) => tracing::debug!(conn, "tutorial socket: not valid JSON: {e}"),
+            // Like the reference server, messages of other types are ignored.
+            Ok(None) => {}
+            Ok(Some(msg)) => {
+                let handled = self
+                    .tutorial
+                    .handle(&mut self.tutorial_cache, conn, outbox, msg);
+                if let Handled::Dropped(to) = handled {
+                    tracing::debug!(conn = to, "tutorial outbox full or closed; message dropped");
+                }
+            }
+        }
     }
 
     async fn reject(&mut self, code: ErrorCode, message: String) -> bool {
@@ -232,25 +281,6 @@ impl Reader<'_> {
     }
 }
 
-fn decode(protocol: Protocol, conn: ConnId, text: &str) -> Option<Command> {
-    match protocol {
-        Protocol::Switchboard => Some(match parse_client_message(text) {
-            Ok(msg) => Command::Message { conn, msg },
-            Err(error) => Command::Reject { conn, error },
-        }),
-        Protocol::Tutorial => match TutorialMessage::parse(text) {
-            Err(e) => reject(
-                protocol,
-                conn,
-                ErrorCode::BadJson,
-                format!("not valid JSON: {e}"),
-            ),
-            // Like the reference server, messages of other types are ignored.
-            Ok(msg) => msg.map(|msg| Command::Tutorial { conn, msg }),
-        },
-    }
-}
-
 fn reject(protocol: Protocol, conn: ConnId, code: ErrorCode, message: String) -> Option<Command> {
     match protocol {
         Protocol::Switchboard => Some(Command::Reject {
@@ -283,7 +313,6 @@ async fn write_loop(
     mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
     mut outbox: mpsc::Receiver<Out>,
     mut reader_done: oneshot::Receiver<Option<(u16, &'static str)>>,
-    protocol: Protocol,
 ) {
     const TOO_SLOW: Option<(u16, &str)> = Some((CLOSE_TRY_AGAIN_LATER, "too slow to keep up"));
     let mut ping =
@@ -297,13 +326,10 @@ async fn write_loop(
             close = &mut reader_done => break close.ok().flatten(),
             out = outbox.recv() => match out {
                 Some(out) => {
-                    // On `/ws` many readers feed one outbox: let those that are ready run
+                    // Readers feed the outbox from other tasks: let those that are ready run
                     // first, then batch what they queued meanwhile into one flush (under
-                    // load, ~30% fewer syscalls). The tutorial's only producer is the hub,
-                    // which already delivers in batches.
-                    if protocol == Protocol::Switchboard {
-                        tokio::task::yield_now().await;
-                    }
+                    // load, ~30% fewer syscalls).
+                    tokio::task::yield_now().await;
                     let mut open = match write_out(&mut sink, out, &mut epoch).await {
                         Ok(open) => open,
                         Err(_) => return,

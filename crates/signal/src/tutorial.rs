@@ -9,7 +9,7 @@
 use crate::core::ConnId;
 use switchboard_proto::tutorial::TutorialMessage;
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct TutorialRelay {
     sender: Option<ConnId>,
     receiver: Option<ConnId>,
@@ -26,37 +26,58 @@ impl TutorialRelay {
         from: ConnId,
         msg: TutorialMessage,
     ) -> Option<(ConnId, TutorialMessage)> {
+        if self.claim(from, &msg) {
+            return None;
+        }
+        self.route(from, &msg).map(|to| (to, msg))
+    }
+
+    /// Takes the slot `msg` announces (`sender` or `receiver`); `false` for any other message.
+    pub fn claim(&mut self, from: ConnId, msg: &TutorialMessage) -> bool {
         match msg {
-            TutorialMessage::Sender => {
-                self.sender = Some(from);
-                None
-            }
-            TutorialMessage::Receiver => {
-                self.receiver = Some(from);
-                None
-            }
+            TutorialMessage::Sender => self.sender = Some(from),
+            TutorialMessage::Receiver => self.receiver = Some(from),
+            _ => return false,
+        }
+        true
+    }
+
+    /// Where a relayed message from `from` goes, if anywhere; announcements go nowhere.
+    pub fn route(&self, from: ConnId, msg: &TutorialMessage) -> Option<ConnId> {
+        match msg {
+            TutorialMessage::Sender | TutorialMessage::Receiver => None,
             TutorialMessage::CreateOffer { .. } => {
                 if self.sender != Some(from) {
                     return None;
                 }
-                self.receiver.map(|to| (to, msg))
+                self.receiver
             }
             TutorialMessage::CreateAnswer { .. } => {
                 if self.receiver != Some(from) {
                     return None;
                 }
-                self.sender.map(|to| (to, msg))
+                self.sender
             }
             TutorialMessage::IceCandidate { .. } => {
                 if self.sender == Some(from) {
-                    self.receiver.map(|to| (to, msg))
+                    self.receiver
                 } else if self.receiver == Some(from) {
-                    self.sender.map(|to| (to, msg))
+                    self.sender
                 } else {
                     None
                 }
             }
         }
+    }
+
+    /// Whether `conn` holds the sender or the receiver slot.
+    pub fn holds(&self, conn: ConnId) -> bool {
+        self.sender == Some(conn) || self.receiver == Some(conn)
+    }
+
+    /// Who holds the slots: `(sender, receiver)`.
+    pub fn holders(&self) -> (Option<ConnId>, Option<ConnId>) {
+        (self.sender, self.receiver)
     }
 
     pub fn disconnect(&mut self, conn: ConnId) {
@@ -66,11 +87,6 @@ impl TutorialRelay {
         if self.receiver == Some(conn) {
             self.receiver = None;
         }
-    }
-
-    /// Whether a sender and a receiver are both present (for the admin API).
-    pub fn slots(&self) -> (bool, bool) {
-        (self.sender.is_some(), self.receiver.is_some())
     }
 }
 
@@ -131,7 +147,8 @@ mod tests {
         assert_eq!(relay.handle(3, offer()), Some((2, offer())));
         relay.disconnect(2);
         assert_eq!(relay.handle(3, offer()), None);
-        assert_eq!(relay.slots(), (true, false));
+        assert_eq!(relay.holders(), (Some(3), None));
+        assert!(relay.holds(3) && !relay.holds(2));
     }
 
     #[test]
