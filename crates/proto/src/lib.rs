@@ -24,6 +24,23 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// A participant id as the wire shows it: opaque, unique within one server run.
 pub type ParticipantId = String;
 
+/// The participant id of the server itself in SFU rooms: offers and answers for the media
+/// session go `to` it and come `from` it. Real ids are longer, so it never names a client.
+pub const SFU_PARTICIPANT: &str = "sfu";
+
+/// What a published track carries, declared with an offer to the server in SFU rooms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MediaSource {
+    Microphone,
+    Camera,
+    Screen,
+    ScreenAudio,
+}
+
+/// An offer's `tracks`: the source of each sending m-line, by `mid`.
+pub type TrackSources = std::collections::BTreeMap<String, MediaSource>;
+
 /// What a participant does in a room; decides who opens connections to whom.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
@@ -112,8 +129,14 @@ pub enum ClientMessage {
     },
     /// Leave the room or the random lobby; the connection stays open.
     Leave,
-    /// An SDP offer for one participant of the same room.
-    Offer { to: ParticipantId, sdp: String },
+    /// An SDP offer for one participant of the same room, or for the server
+    /// ([`SFU_PARTICIPANT`]) in an SFU room, which alone reads `tracks`.
+    Offer {
+        to: ParticipantId,
+        sdp: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tracks: Option<TrackSources>,
+    },
     /// An SDP answer for one participant of the same room.
     Answer { to: ParticipantId, sdp: String },
     /// A trickled ICE candidate (`RTCIceCandidateInit`), or `null` for end of candidates.
@@ -311,10 +334,14 @@ pub enum ErrorCode {
     ServerBusy,
     /// `resume` token unknown or expired: join again without it.
     ResumeFailed,
+    /// SFU rooms: an offer or answer the server's media engine cannot use.
+    InvalidSdp,
+    /// SFU rooms: the server dropped the client's media session; a new offer starts another.
+    MediaFailed,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 19] = [
         ErrorCode::BadJson,
         ErrorCode::UnknownType,
         ErrorCode::InvalidMessage,
@@ -332,6 +359,8 @@ impl ErrorCode {
         ErrorCode::NotMatched,
         ErrorCode::ServerBusy,
         ErrorCode::ResumeFailed,
+        ErrorCode::InvalidSdp,
+        ErrorCode::MediaFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -353,6 +382,8 @@ impl ErrorCode {
             ErrorCode::NotMatched => "not_matched",
             ErrorCode::ServerBusy => "server_busy",
             ErrorCode::ResumeFailed => "resume_failed",
+            ErrorCode::InvalidSdp => "invalid_sdp",
+            ErrorCode::MediaFailed => "media_failed",
         }
     }
 
@@ -489,6 +520,8 @@ impl<'a> RelayRef<'a> {
         let to = wire.to?.0;
         let (kind, body) = match (wire.kind.as_ref(), wire.sdp) {
             ("candidate", _) => (RelayKind::Candidate, RelayBody::Candidate(wire.candidate)),
+            // An offer to the server carries more (`tracks`): the full decoder takes it.
+            ("offer", Some(_)) if to == SFU_PARTICIPANT => return None,
             ("offer", Some(sdp)) => (RelayKind::Offer, RelayBody::Sdp(sdp)),
             ("answer", Some(sdp)) => (RelayKind::Answer, RelayBody::Sdp(sdp)),
             _ => return None,
@@ -504,7 +537,11 @@ impl<'a> RelayRef<'a> {
                 to,
                 candidate: raw.map(|raw| RawJson(raw.to_owned())),
             },
-            (RelayKind::Offer, RelayBody::Sdp(sdp)) => ClientMessage::Offer { to, sdp },
+            (RelayKind::Offer, RelayBody::Sdp(sdp)) => ClientMessage::Offer {
+                to,
+                sdp,
+                tracks: None,
+            },
             (RelayKind::Answer, RelayBody::Sdp(sdp)) => ClientMessage::Answer { to, sdp },
             _ => unreachable!("RelayRef::parse pairs kinds and bodies"),
         }

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
+use switchboard_proto::Mode;
 use switchboard_signal::Limits;
 use switchboard_turn::{Cidr, PeerPolicy, RelayAddress, ServerConfig};
 
@@ -104,6 +105,20 @@ pub struct Config {
     /// Bearer token for the admin API (`/api/turn/allocations`). Empty: the admin API
     /// answers only to loopback clients.
     pub admin_key: String,
+    /// UDP address of the SFU's media socket (ICE-lite: every session of a worker on one
+    /// port); worker `i` binds port + `i`. Empty string turns SFU rooms off.
+    #[serde(with = "optional")]
+    pub sfu_addr: Option<SocketAddr>,
+    /// IP announced to browsers as the SFU's ICE candidate, e.g. the public IP of a 1:1 NAT.
+    /// Empty: the IP `sfu_addr` binds (which must then not be `0.0.0.0`).
+    #[serde(with = "optional")]
+    pub sfu_public_ip: Option<IpAddr>,
+    /// SFU media workers (rooms are pinned to one each); 0: one per CPU core.
+    pub sfu_workers: usize,
+    /// Peers per SFU room.
+    pub max_sfu_participants: usize,
+    /// Topology of rooms whose first `join` names no `mode`: `p2p` or `sfu`.
+    pub default_mode: Mode,
 }
 
 impl Default for Config {
@@ -146,6 +161,11 @@ impl Default for Config {
             tls_cert: None,
             tls_key: None,
             admin_key: String::new(),
+            sfu_addr: Some(SocketAddr::from(([127, 0, 0, 1], 7882))),
+            sfu_public_ip: None,
+            sfu_workers: 0,
+            max_sfu_participants: limits.max_sfu_participants,
+            default_mode: limits.default_mode,
         }
     }
 }
@@ -157,6 +177,8 @@ impl Config {
         Config {
             http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             stun_addr: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            sfu_addr: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            sfu_workers: 1,
             ..Config::default()
         }
     }
@@ -169,7 +191,9 @@ impl Config {
             rate_per_sec: self.rate_limit,
             rate_burst: self.rate_burst,
             resume_grace: Duration::from_secs(self.resume_grace_secs),
-            sfu_available: false,
+            sfu_available: self.sfu_addr.is_some(),
+            max_sfu_participants: self.max_sfu_participants,
+            default_mode: self.default_mode,
         }
     }
 
@@ -179,6 +203,7 @@ impl Config {
             ("max_connections", self.max_connections),
             ("max_message_bytes", self.max_message_bytes),
             ("max_participants", self.max_participants),
+            ("max_sfu_participants", self.max_sfu_participants),
             ("max_rooms", self.max_rooms),
             ("max_stun_tcp_connections", self.max_stun_tcp_connections),
             ("turn_max_allocations", self.turn_max_allocations),
@@ -224,6 +249,18 @@ impl Config {
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err("tls_cert and tls_key must be set together".into());
+        }
+        if let Some(addr) = self.sfu_addr
+            && addr.ip().is_unspecified()
+            && self.sfu_public_ip.is_none_or(|ip| ip.is_unspecified())
+        {
+            return Err(format!(
+                "sfu_addr binds {}, which browsers cannot be told: set sfu_public_ip",
+                addr.ip()
+            ));
+        }
+        if self.default_mode == Mode::Sfu && self.sfu_addr.is_none() {
+            return Err("default_mode is sfu but sfu_addr is empty (SFU off)".into());
         }
         Ok(())
     }
@@ -498,6 +535,21 @@ struct Cli {
     /// Bearer token for the admin API [default: none, admin API on loopback only].
     #[arg(long, env = "SWITCHBOARD_ADMIN_KEY", hide_env_values = true)]
     admin_key: Option<String>,
+    /// SFU media UDP address; worker i uses port + i; empty turns SFU rooms off [default: 127.0.0.1:7882].
+    #[arg(long, env = "SWITCHBOARD_SFU_ADDR")]
+    sfu_addr: Option<String>,
+    /// IP announced as the SFU's ICE candidate [default: the sfu_addr IP].
+    #[arg(long, env = "SWITCHBOARD_SFU_PUBLIC_IP")]
+    sfu_public_ip: Option<String>,
+    /// SFU media workers, 0 = one per CPU core [default: 0].
+    #[arg(long, env = "SWITCHBOARD_SFU_WORKERS")]
+    sfu_workers: Option<usize>,
+    /// Peers per SFU room [default: 50].
+    #[arg(long, env = "SWITCHBOARD_MAX_SFU_PARTICIPANTS")]
+    max_sfu_participants: Option<usize>,
+    /// Topology of rooms created without a mode: p2p or sfu [default: p2p].
+    #[arg(long, env = "SWITCHBOARD_DEFAULT_MODE", value_parser = ["p2p", "sfu"])]
+    default_mode: Option<String>,
 }
 
 impl Cli {
@@ -546,6 +598,16 @@ impl Cli {
                 *field = parse_optional(text).map_err(|e| format!("{flag}: {e}"))?;
             }
         }
+        if let Some(text) = &self.sfu_addr {
+            config.sfu_addr = parse_optional(text).map_err(|e| format!("--sfu-addr: {e}"))?;
+        }
+        if let Some(text) = &self.sfu_public_ip {
+            config.sfu_public_ip =
+                parse_optional(text).map_err(|e| format!("--sfu-public-ip: {e}"))?;
+        }
+        if let Some(mode) = &self.default_mode {
+            config.default_mode = if mode == "sfu" { Mode::Sfu } else { Mode::P2p };
+        }
         if let Some(text) = &self.turn_tls_addr {
             config.turn_tls_addr =
                 parse_optional(text).map_err(|e| format!("--turn-tls-addr: {e}"))?;
@@ -577,7 +639,9 @@ impl Cli {
             turn_total_bandwidth,
             turn_allow_peers,
             turn_deny_peers,
-            admin_key
+            admin_key,
+            sfu_workers,
+            max_sfu_participants
         );
         if self.web_dir.is_some() {
             config.web_dir = self.web_dir;

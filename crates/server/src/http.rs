@@ -18,6 +18,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
+use switchboard_proto::Mode;
 use switchboard_signal::validate_room;
 use switchboard_turn::{AllocationInfo, Traffic};
 
@@ -106,6 +107,9 @@ async fn metrics(State(state): State<AppState>) -> Response {
             return ApiError::unavailable().into_response();
         };
         turn.metrics.render(&stats, &mut out);
+    }
+    if let Some(sfu) = &state.sfu {
+        sfu.render_metrics(&mut out).await;
     }
     (
         [(
@@ -306,8 +310,22 @@ async fn room(State(state): State<AppState>, Path(name): Path<String>) -> Respon
     if let Err(why) = validate_room(&name) {
         return ApiError::new(StatusCode::BAD_REQUEST, "invalid_room", why).into_response();
     }
-    match state.hub.query(|reply| Command::Room(name, reply)).await {
-        Some(Some(room)) => Json(room).into_response(),
+    match state
+        .hub
+        .query(|reply| Command::Room(name.clone(), reply))
+        .await
+    {
+        Some(Some(room)) => {
+            let media = match &state.sfu {
+                Some(sfu) if room.mode == Mode::Sfu => sfu.describe(name).await,
+                _ => None,
+            };
+            let mut body = serde_json::to_value(&room).unwrap_or_default();
+            if let (Some(media), Some(object)) = (media, body.as_object_mut()) {
+                object.insert("media".into(), media);
+            }
+            Json(body).into_response()
+        }
         Some(None) => ApiError::new(
             StatusCode::NOT_FOUND,
             "room_not_found",

@@ -35,6 +35,7 @@
 //! counted in [`RelayCounts`] and added to the core's message counts for `/metrics`.
 
 use crate::published::{Cached, Published};
+use crate::sfu_bridge::{BridgeCommand, BridgeHandle};
 use axum::extract::ws::Utf8Bytes;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -43,7 +44,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use switchboard_proto::{
     ClientMessage, MessageKind, ParseError, ParticipantId, RelayRef, json_string,
 };
-use switchboard_signal::{ConnId, CoreStats, Limits, Recipients, RoomView, Signaling};
+use switchboard_signal::{ConnId, CoreStats, Limits, MediaAction, Recipients, RoomView, Signaling};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -250,6 +251,7 @@ pub fn sort_out(out: Out, epoch: &mut u32) -> Option<Option<Utf8Bytes>> {
 
 pub fn spawn(
     limits: Limits,
+    media: Option<BridgeHandle>,
     shutdown: watch::Receiver<bool>,
 ) -> (HubHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(INBOX_CAPACITY);
@@ -265,6 +267,7 @@ pub fn spawn(
         conns: HashMap::new(),
         slow_disconnects: 0,
         relayed: relayed.clone(),
+        media,
         republish: Vec::new(),
         acks: Vec::new(),
     };
@@ -288,6 +291,8 @@ struct Hub {
     conns: HashMap<ConnId, Entry>,
     slow_disconnects: u64,
     relayed: Arc<RelayCounts>,
+    /// The SFU bridge, when the SFU is on.
+    media: Option<BridgeHandle>,
     /// Connections whose routes were withdrawn this round, to publish after delivery.
     republish: Vec<ConnId>,
     /// Connections with ordered commands handled this round, to acknowledge at its end.
@@ -409,11 +414,57 @@ impl Hub {
                 self.cut(conn, now);
             }
         }
+        self.forward_media();
         self.publish_routes();
         for conn in self.acks.drain(..) {
             if let Some(entry) = self.conns.get(&conn) {
                 entry.link.pending.fetch_sub(1, Ordering::Release);
             }
+        }
+    }
+
+    /// Hands the core's work for the media engine to the SFU bridge, with outboxes.
+    fn forward_media(&mut self) {
+        while let Some(action) = self.core.poll_media() {
+            let Some(bridge) = &self.media else {
+                continue;
+            };
+            let outbox = |conn: ConnId| self.conns.get(&conn).map(|e| e.outbox.clone());
+            let command = match action {
+                MediaAction::Join {
+                    participant,
+                    room,
+                    conn,
+                } => match outbox(conn) {
+                    Some(outbox) => BridgeCommand::Join {
+                        participant,
+                        room,
+                        outbox,
+                    },
+                    None => continue,
+                },
+                MediaAction::Attach { participant, conn } => match outbox(conn) {
+                    Some(outbox) => BridgeCommand::Attach {
+                        participant,
+                        outbox,
+                    },
+                    None => continue,
+                },
+                MediaAction::Leave { participant } => BridgeCommand::Leave { participant },
+                MediaAction::Offer {
+                    participant,
+                    sdp,
+                    tracks,
+                } => BridgeCommand::Offer {
+                    participant,
+                    sdp,
+                    tracks,
+                },
+                MediaAction::Answer { participant, sdp } => {
+                    BridgeCommand::Answer { participant, sdp }
+                }
+            };
+            bridge.send(command);
         }
     }
 
@@ -609,7 +660,7 @@ mod tests {
             resume_grace: Duration::ZERO,
             ..Limits::default()
         };
-        let (hub, _task) = spawn(limits, shutdown);
+        let (hub, _task) = spawn(limits, None, shutdown);
         let mut ann = connect(&hub, 1).await;
         let mut bob = connect(&hub, 2).await;
         let ann_id = joined_id(&hub, &mut ann, "r").await;

@@ -8,6 +8,8 @@
 //! - `ws`: per-socket tasks that decode frames and write replies; no signaling state.
 //! - `hub`: the single task that owns the signaling core (`switchboard-signal`) and routes.
 //! - `tutorial`: the tutorial protocol's two slots, which socket readers route on themselves.
+//! - `sfu_bridge`: carries the core's media actions for SFU rooms to the media engine
+//!   (`switchboard-sfu`) and its answers and offers back to the participants.
 //! - [`stun_service`]: UDP and TCP loops around the sans-IO STUN responder, used when TURN
 //!   is off.
 //! - [`turn_service`]: the driver of the sans-IO TURN core (`switchboard-turn`), which also
@@ -21,6 +23,7 @@ mod http;
 mod hub;
 mod metrics;
 mod published;
+mod sfu_bridge;
 pub mod stun_service;
 mod tls;
 pub mod turn_service;
@@ -47,6 +50,8 @@ pub(crate) struct AppState {
     config: Arc<Config>,
     hub: hub::HubHandle,
     tutorial: Arc<tutorial::TutorialBoard>,
+    /// The SFU, when on.
+    sfu: Option<sfu_bridge::BridgeHandle>,
     metrics: Arc<metrics::Metrics>,
     stun_metrics: Arc<StunMetrics>,
     next_conn: Arc<AtomicU64>,
@@ -89,6 +94,8 @@ pub enum StartError {
     },
     #[error("cannot load the TLS certificate or key: {0}")]
     TlsConfig(String),
+    #[error("cannot start the SFU: {0}")]
+    Sfu(#[from] switchboard_sfu::SfuError),
 }
 
 /// A running server.
@@ -97,6 +104,7 @@ pub struct Server {
     stun_addr: Option<SocketAddr>,
     turn_tls_addr: Option<SocketAddr>,
     turn_secret: Option<Arc<str>>,
+    sfu_addrs: Vec<SocketAddr>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -121,6 +129,11 @@ impl Server {
     /// The TURN REST API secret in force (the configured one, or the one drawn at start).
     pub fn turn_secret(&self) -> Option<&str> {
         self.turn_secret.as_deref()
+    }
+
+    /// The UDP addresses of the SFU's media workers, as bound; empty when the SFU is off.
+    pub fn sfu_addrs(&self) -> &[SocketAddr] {
+        &self.sfu_addrs
     }
 
     /// Stops accepting, tells every WebSocket client the server is going away, and waits (a
@@ -199,7 +212,17 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         source,
     })?;
 
-    let (hub, hub_task) = hub::spawn(config.limits(), shutdown_rx.clone());
+    let sfu = sfu_bridge::start(&config, shutdown_rx.clone()).await?;
+    let sfu = sfu.map(|(bridge, task)| {
+        tasks.push(task);
+        bridge
+    });
+    let sfu_addrs = sfu.as_ref().map(|b| b.media_addrs()).unwrap_or_default();
+    if !sfu_addrs.is_empty() {
+        let list: Vec<String> = sfu_addrs.iter().map(|a| a.to_string()).collect();
+        tracing::info!("SFU media on {} (udp)", list.join(", "));
+    }
+    let (hub, hub_task) = hub::spawn(config.limits(), sfu.clone(), shutdown_rx.clone());
     tasks.push(hub_task);
     let state = AppState {
         connection_slots: Arc::new(Semaphore::new(config.max_connections)),
@@ -207,6 +230,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         config: Arc::new(config),
         hub,
         tutorial: Arc::default(),
+        sfu,
         metrics: Arc::default(),
         stun_metrics,
         next_conn: Arc::new(AtomicU64::new(1)),
@@ -239,6 +263,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         stun_addr,
         turn_tls_addr,
         turn_secret,
+        sfu_addrs,
         shutdown: shutdown_tx,
         tasks,
     })

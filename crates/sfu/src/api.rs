@@ -4,14 +4,18 @@
 //! on a oneshot; nothing here touches media.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
-use str0m::media::Rid;
+use str0m::media::{Mid, Rid};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::SfuError;
-use crate::ids::{LeaveReason, ParticipantId, RoomId, TrackId, TrackInfo, TrackSource};
+use crate::ids::{
+    LeaveReason, ParticipantId, RoomId, TrackId, TrackInfo, TrackSource, check_label,
+};
 use crate::router::{Limits, RouterStats};
+use crate::sdp::MAX_MEDIA_SECTIONS;
 use crate::worker;
 
 /// How a worker is set up. Defaults in one place: [`WorkerConfig::default`].
@@ -109,6 +113,16 @@ pub struct WorkerStats {
     pub frames_dropped: u64,
     /// Keyframe requests (PLI) sent to publishers.
     pub keyframe_requests: u64,
+    /// Data-channel messages written to a subscriber's relayed channel (one per message and
+    /// receiving participant).
+    pub data_messages_forwarded: u64,
+    /// Data-channel messages a subscriber did not get: its send buffer was full (it cannot
+    /// keep up), its relayed channel could not open or closed, or too many were waiting for it
+    /// to open.
+    pub data_messages_dropped: u64,
+    /// Data-channel messages not relayed to a participant of the room because it is not
+    /// connected or its offer had no data channels (one per message and such participant).
+    pub data_messages_skipped: u64,
     /// Events dropped because the event queue was full.
     pub events_dropped: u64,
 }
@@ -143,11 +157,13 @@ pub(crate) enum Command {
     Join {
         room: RoomId,
         participant: ParticipantId,
+        label: Arc<str>,
         reply: oneshot::Sender<Result<(), SfuError>>,
     },
     AcceptOffer {
         participant: ParticipantId,
         sdp: String,
+        sources: Vec<(Mid, TrackSource)>,
         reply: oneshot::Sender<Result<String, SfuError>>,
     },
     AcceptAnswer {
@@ -220,15 +236,26 @@ pub struct WorkerHandle {
 impl WorkerHandle {
     /// Adds `participant` to `room`. It receives everyone else's tracks once it has sent an
     /// offer ([`ParticipantHandle::accept_offer`]) and connected.
+    ///
+    /// `label` is the signaling side's id of the participant (e.g. `k3x9q2ab01`): the others
+    /// see it as the msid stream id of its tracks (`<label>` for camera and microphone,
+    /// `<label>-screen` for a screen share) and in the labels of the data channels relayed
+    /// from it (`<label>/<channel>`). 1 to 57 ASCII letters, digits, `-`, `_` or `.`;
+    /// anything else is refused with [`SfuError::InvalidLabel`].
     pub async fn join(
         &self,
         room: RoomId,
         participant: ParticipantId,
+        label: &str,
     ) -> Result<ParticipantHandle, SfuError> {
+        if !check_label(label) {
+            return Err(SfuError::InvalidLabel(label.to_owned()));
+        }
         let (reply, rx) = oneshot::channel();
         self.send(Command::Join {
             room,
             participant,
+            label: Arc::from(label),
             reply,
         })
         .await?;
@@ -296,13 +323,29 @@ impl ParticipantHandle {
     }
 
     /// Accepts the participant's SDP offer (the first one creates its session) and returns
-    /// the answer. Refused with [`SdpError`](crate::SdpError) for unparseable SDP, an offer without any
-    /// m-line, or audio/video without a supported codec.
-    pub async fn accept_offer(&self, sdp: &str) -> Result<String, SfuError> {
+    /// the answer. Refused with [`SdpError`](crate::SdpError) for unparseable SDP, an offer
+    /// without any m-line, or audio/video without a supported codec.
+    ///
+    /// `sources` says what the offer's m-lines carry, as `(mid, source)` pairs: a track
+    /// published from a listed m-line gets that source, one not listed the default for its
+    /// kind ([`TrackSource::default_for`]). A pair for an m-line already published changes its
+    /// source (as [`ParticipantHandle::set_source`]). A source whose kind does not match the
+    /// m-line's (`Camera` on audio) is ignored for that m-line, as are pairs past the 32nd.
+    pub async fn accept_offer(
+        &self,
+        sdp: &str,
+        sources: &[(String, TrackSource)],
+    ) -> Result<String, SfuError> {
+        let sources = sources
+            .iter()
+            .take(MAX_MEDIA_SECTIONS)
+            .map(|(mid, source)| (Mid::from(mid.as_str()), *source))
+            .collect();
         let (reply, rx) = oneshot::channel();
         self.send(Command::AcceptOffer {
             participant: self.id,
             sdp: sdp.to_owned(),
+            sources,
             reply,
         })
         .await?;

@@ -1,18 +1,21 @@
-//! One participant's WebRTC session inside a worker: its str0m [`Rtc`], the state of SDP
-//! negotiation (which subscriptions wait for an m-line, which m-lines must stop), the socket
-//! addresses it was seen from, and its deadlines.
+//! One participant's WebRTC session inside a worker: its label, its str0m [`Rtc`], the state
+//! of SDP negotiation (which subscriptions wait for an m-line, which m-lines must stop, which
+//! sources its own offer declared), its data channels ([`DataChannels`]), the socket addresses
+//! it was seen from, and its deadlines.
 //!
 //! A `Client` decides nothing about routing (that is the [`Router`](crate::Router)'s job) and
 //! never touches the socket: the worker moves bytes in and out.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use str0m::Rtc;
 use str0m::change::{SdpOffer, SdpPendingOffer};
 use str0m::media::{Direction, Mid};
 
-use crate::ids::{ParticipantId, RoomId, TrackId, TrackInfo};
+use crate::channels::DataChannels;
+use crate::ids::{ParticipantId, RoomId, TrackId, TrackInfo, TrackSource};
 
 /// Source addresses remembered per client for demultiplexing (ICE may try a few).
 pub(crate) const MAX_ADDRS: usize = 4;
@@ -21,6 +24,8 @@ pub(crate) const MAX_ADDRS: usize = 4;
 pub(crate) struct Client {
     pub(crate) id: ParticipantId,
     pub(crate) room: RoomId,
+    /// The signaling side's id of the participant: the msid stream id of its tracks.
+    pub(crate) label: Arc<str>,
     /// `None` until the participant's first offer is accepted.
     pub(crate) rtc: Option<Rtc>,
     /// ICE and DTLS are up.
@@ -42,6 +47,11 @@ pub(crate) struct Client {
     pub(crate) dirty: bool,
     /// No renegotiation offer before then (the last one could not be delivered).
     pub(crate) offer_retry_at: Option<Instant>,
+    /// Sources declared with the participant's last offer for m-lines not published yet,
+    /// used when str0m reports them (`MediaAdded`).
+    pub(crate) declared_sources: Vec<(Mid, TrackSource)>,
+    /// Its data channels to the engine, and those the engine relays to it.
+    pub(crate) data: DataChannels,
     /// Our renegotiation offer waiting for the client's answer.
     pending: Option<SdpPendingOffer>,
     /// Subscriptions whose m-line is in the pending offer.
@@ -58,12 +68,14 @@ impl Client {
     pub(crate) fn new(
         id: ParticipantId,
         room: RoomId,
+        label: Arc<str>,
         now: Instant,
         connect_timeout: Duration,
     ) -> Self {
         Client {
             id,
             room,
+            label,
             rtc: None,
             connected: false,
             connect_deadline: now + connect_timeout,
@@ -75,6 +87,8 @@ impl Client {
             bytes_out: 0,
             dirty: false,
             offer_retry_at: None,
+            declared_sources: Vec::new(),
+            data: DataChannels::default(),
             pending: None,
             negotiating: Vec::new(),
             stopping: Vec::new(),
@@ -117,30 +131,46 @@ impl Client {
         // `answer_accepted`), since the router no longer knows it.
     }
 
+    /// The source declared for the m-line `mid` of the participant's own offer, if any.
+    pub(crate) fn declared_source(&self, mid: Mid) -> Option<TrackSource> {
+        self.declared_sources
+            .iter()
+            .find(|(m, _)| *m == mid)
+            .map(|&(_, source)| source)
+    }
+
+    /// Whether [`Client::make_offer`] would build an offer now (a cheap check before the
+    /// worker looks up what the offer needs).
+    pub(crate) fn offer_due(&self) -> bool {
+        self.connected
+            && self.pending.is_none()
+            && self.rtc.is_some()
+            && !(self.to_open.is_empty() && self.to_stop.is_empty())
+    }
+
     /// Builds a renegotiation offer when there is something to change, the session is up
     /// (so the client has applied our previous answer) and no offer is pending.
-    /// `track_info` looks up tracks that may have gone meanwhile.
+    /// `track_info` looks up tracks (which may have gone meanwhile) with their publisher's
+    /// label.
     pub(crate) fn make_offer<'a>(
         &mut self,
-        track_info: impl Fn(TrackId) -> Option<&'a TrackInfo>,
+        track_info: impl Fn(TrackId) -> Option<(&'a TrackInfo, &'a str)>,
     ) -> Option<SdpOffer> {
-        if !self.connected || self.pending.is_some() {
-            return None;
-        }
-        if self.to_open.is_empty() && self.to_stop.is_empty() {
+        if !self.offer_due() {
             return None;
         }
         let rtc = self.rtc.as_mut()?;
         let mut api = rtc.sdp_api();
         for track in self.to_open.drain(..) {
-            let Some(info) = track_info(track) else {
+            let Some((info, label)) = track_info(track) else {
                 continue;
             };
-            // msid: the stream is the publisher, so a browser groups its audio and video.
+            // msid: the stream is the publisher's label (camera and microphone) or
+            // `<label>-screen`, so a browser groups each set and knows whose it is.
             let mid = api.add_media(
                 info.kind,
                 Direction::SendOnly,
-                Some(info.publisher.to_string()),
+                Some(info.source.stream_id(label)),
                 Some(info.id.to_string()),
                 None,
             );
@@ -188,7 +218,6 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::TrackSource;
     use str0m::media::MediaKind;
 
     fn info(id: u64) -> TrackInfo {
@@ -207,6 +236,7 @@ mod tests {
         let mut c = Client::new(
             ParticipantId(2),
             RoomId::new("r"),
+            Arc::from("sub"),
             now,
             Duration::from_secs(1),
         );
@@ -221,11 +251,17 @@ mod tests {
         let mut c = connected_client();
         c.connected = false;
         c.queue_subscription(track.id);
-        assert!(c.make_offer(|_| Some(&track)).is_none(), "not connected");
+        assert!(
+            c.make_offer(|_| Some((&track, "pub"))).is_none(),
+            "not connected"
+        );
         c.connected = true;
-        assert!(c.make_offer(|_| Some(&track)).is_some());
+        assert!(c.make_offer(|_| Some((&track, "pub"))).is_some());
         c.queue_subscription(TrackId(2));
-        assert!(c.make_offer(|_| Some(&track)).is_none(), "one pending");
+        assert!(
+            c.make_offer(|_| Some((&track, "pub"))).is_none(),
+            "one pending"
+        );
         assert!(c.take_pending().is_some());
         assert_eq!(c.answer_accepted().len(), 1);
     }
@@ -236,19 +272,44 @@ mod tests {
         let mut c = connected_client();
         c.queue_subscription(track.id);
         c.queue_unsubscription(TrackId(7), Some(Mid::from("9")));
-        assert!(c.make_offer(|_| Some(&track)).is_some());
+        assert!(c.make_offer(|_| Some((&track, "pub"))).is_some());
         assert!(c.to_open.is_empty() && c.to_stop.is_empty());
 
         c.offer_crossed();
         assert!(c.pending.is_none());
         assert_eq!(c.to_open, vec![track.id]);
         assert_eq!(c.to_stop, vec![Mid::from("9")]);
-        assert!(c.make_offer(|_| Some(&track)).is_some(), "offered again");
+        assert!(
+            c.make_offer(|_| Some((&track, "pub"))).is_some(),
+            "offered again"
+        );
 
         c.requeue();
         assert_eq!(c.to_open, vec![track.id]);
         c.offer_crossed();
         assert_eq!(c.to_open, vec![track.id], "nothing pending: no duplicate");
+    }
+
+    #[test]
+    fn offers_name_the_publishers_stream() {
+        let camera = info(1);
+        let screen = TrackInfo {
+            id: TrackId(2),
+            source: TrackSource::ScreenShare,
+            ..info(2)
+        };
+        let mut c = connected_client();
+        c.queue_subscription(camera.id);
+        c.queue_subscription(screen.id);
+        let offer = c
+            .make_offer(|t| Some((if t == camera.id { &camera } else { &screen }, "k3x9")))
+            .unwrap()
+            .to_sdp_string();
+        let msids: Vec<&str> = offer
+            .lines()
+            .filter_map(|l| l.strip_prefix("a=msid:"))
+            .collect();
+        assert_eq!(msids, ["k3x9 t1", "k3x9-screen t2"], "{offer}");
     }
 
     #[test]

@@ -77,6 +77,9 @@ pub enum SfuError {
     /// A bad offer or answer.
     #[error(transparent)]
     Sdp(#[from] SdpError),
+    /// A participant label that is not 1–57 ASCII letters, digits, `-`, `_` or `.`.
+    #[error("invalid participant label {0:?}")]
+    InvalidLabel(String),
     /// The worker has stopped (or its command queue is gone).
     #[error("the media worker is not running")]
     WorkerGone,

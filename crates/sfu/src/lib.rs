@@ -8,7 +8,8 @@
 //!   over values and an [`Instant`](std::time::Instant) passed in; tested with a fake clock.
 //! - The worker ([`spawn`]): one tokio task owning one UDP socket (ICE-lite, a single port for
 //!   every session) and every str0m `Rtc` of its rooms. It demultiplexes datagrams, drives
-//!   str0m's timers, and forwards media frames between sessions as the router decides. No
+//!   str0m's timers, forwards media frames between sessions as the router decides, and relays
+//!   data-channel messages to the sender's room. No
 //!   locks: the signaling side talks to it through [`WorkerHandle`] / [`ParticipantHandle`]
 //!   commands and hears [`SfuEvent`]s back.
 //! - [`Sfu`], a pool of workers for more cores: each room is pinned to one worker.
@@ -17,12 +18,14 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), switchboard_sfu::SfuError> {
-//! use switchboard_sfu::{ParticipantId, RoomId, SfuEvent, WorkerConfig};
+//! use switchboard_sfu::{ParticipantId, RoomId, SfuEvent, TrackSource, WorkerConfig};
 //!
 //! let (sfu, mut events) = switchboard_sfu::spawn(WorkerConfig::default()).await?;
-//! let alice = sfu.join(RoomId::new("standup"), ParticipantId(1)).await?;
+//! let alice = sfu.join(RoomId::new("standup"), ParticipantId(1), "k3x9q2ab01").await?;
 //! # let offer_from_browser = String::new();
-//! let answer = alice.accept_offer(&offer_from_browser).await?; // relay to the browser
+//! // What the offer's m-lines carry, by mid; unlisted ones default by kind.
+//! let sources = [("1".to_string(), TrackSource::ScreenShare)];
+//! let answer = alice.accept_offer(&offer_from_browser, &sources).await?; // to the browser
 //! while let Some(event) = events.recv().await {
 //!     if let SfuEvent::Offer { participant, sdp } = event {
 //!         // New tracks to receive: relay `sdp` to `participant`, then pass its answer to
@@ -32,6 +35,22 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Each participant joins with a *label*, the signaling side's id for it: the others see it as
+//! the msid stream id of its tracks (`<label>` for camera and microphone, `<label>-screen`
+//! for a screen share and its audio), so a browser groups them into `MediaStream`s and knows
+//! whose they are. What each m-line carries comes with the offer as `(mid, TrackSource)`
+//! pairs.
+//!
+//! Data channels go through the engine too (chat, small files). When a participant's offer
+//! has an application m-line and it opens a channel `L` to the engine, every message it sends
+//! there is written verbatim (text or binary) to each other connected participant of the room
+//! whose own offer had data channels, on a channel the engine opens in that participant's
+//! session, labelled `<sender label>/L`, with the same ordering and reliability, on the first
+//! message and reused after. A receiver that cannot keep up (1 MiB unacknowledged in its
+//! session) loses messages, counted in [`WorkerStats`]; a sender's relayed channels close when
+//! it closes its channel or leaves. What a participant writes on a channel the engine opened
+//! goes nowhere.
+//!
 //! Offers cross sometimes (both sides renegotiate at once). The engine yields: it accepts the
 //! browser's offer, forgets its own and offers again afterwards, so a browser may simply
 //! ignore an engine offer that arrives while its own is outstanding (in "perfect negotiation"
@@ -40,6 +59,7 @@
 //! See `docs/architecture.md` ("SFU media engine") for the decisions behind it.
 
 mod api;
+mod channels;
 mod client;
 mod error;
 mod ids;

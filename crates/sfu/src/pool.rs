@@ -54,13 +54,15 @@ impl Sfu {
         &self.workers[i]
     }
 
-    /// Joins `participant` to `room` on the room's worker.
+    /// Joins `participant`, known to the signaling side as `label`, to `room` on the room's
+    /// worker (see [`WorkerHandle::join`]).
     pub async fn join(
         &self,
         room: RoomId,
         participant: ParticipantId,
+        label: &str,
     ) -> Result<ParticipantHandle, SfuError> {
-        self.worker_for(&room).join(room, participant).await
+        self.worker_for(&room).join(room, participant, label).await
     }
 
     /// Removes a participant, wherever it is.

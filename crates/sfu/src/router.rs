@@ -638,6 +638,14 @@ impl Router {
         self.participants.get(&participant).map(|p| &p.room)
     }
 
+    /// Who is in `room`, in joining order (empty for a room that does not exist). The worker
+    /// fans data-channel messages out over it.
+    pub fn participants_in(&self, room: &RoomId) -> &[ParticipantId] {
+        self.rooms
+            .get(room)
+            .map_or(&[], |r| r.participants.as_slice())
+    }
+
     /// The tracks `participant` publishes.
     pub fn published_by(&self, participant: ParticipantId) -> &[TrackId] {
         self.participants

@@ -112,6 +112,9 @@ fn everyone_subscribes_to_everyone_else_in_the_room_only() {
         None,
         "no cross-room subscription"
     );
+    assert_eq!(r.participants_in(&room("r")), [A, B, C]);
+    assert_eq!(r.participants_in(&room("other")), [D]);
+    assert!(r.participants_in(&room("none")).is_empty());
     assert_eq!(
         r.stats(),
         RouterStats {
@@ -325,6 +328,7 @@ fn leave_removes_tracks_and_subscriptions_everywhere() {
     drain(&mut r);
 
     r.leave(A).unwrap();
+    assert_eq!(r.participants_in(&room("r")), [B, C]);
     let out = drain(&mut r);
     let unsubscribed: Vec<_> = out
         .iter()

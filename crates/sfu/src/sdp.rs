@@ -1,7 +1,9 @@
 //! Checks on an incoming offer before it reaches str0m: the engine refuses an offer with no
 //! m-line at all, and an audio or video m-line whose codecs it cannot forward, with a typed
 //! error the signaling side can show (str0m would otherwise answer with a rejected m-line and
-//! the client would wait for media that never comes).
+//! the client would wait for media that never comes). It also notes whether the offer has
+//! data channels (an application m-line), which decides whether the participant receives the
+//! room's relayed channels.
 //!
 //! This is a scan of `m=` and `a=rtpmap:` lines only; the full parse is str0m's.
 
@@ -23,8 +25,15 @@ struct Section<'a> {
     supported: bool,
 }
 
+/// What the engine needs to know of an offer it will accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct OfferSummary {
+    /// An application m-line (SCTP data channels) that is not rejected (port 0).
+    pub(crate) data_channels: bool,
+}
+
 /// Refuses offers the engine cannot serve; see the module documentation.
-pub(crate) fn check_offer(sdp: &str) -> Result<(), SdpError> {
+pub(crate) fn check_offer(sdp: &str) -> Result<OfferSummary, SdpError> {
     if sdp.len() > MAX_SDP_LEN {
         return Err(SdpError::Invalid(format!(
             "longer than {MAX_SDP_LEN} bytes"
@@ -74,7 +83,10 @@ pub(crate) fn check_offer(sdp: &str) -> Result<(), SdpError> {
             });
         }
     }
-    Ok(())
+    let data_channels = sections
+        .iter()
+        .any(|s| s.kind == "application" && !s.port_zero);
+    Ok(OfferSummary { data_channels })
 }
 
 #[cfg(test)]
@@ -82,6 +94,9 @@ mod tests {
     use super::*;
 
     const HEADER: &str = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n";
+    const NO_DATA: OfferSummary = OfferSummary {
+        data_channels: false,
+    };
 
     #[test]
     fn no_media_section_is_refused() {
@@ -95,13 +110,20 @@ mod tests {
             "{HEADER}m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n\
              m=video 9 UDP/TLS/RTP/SAVPF 96 97\r\na=rtpmap:96 VP8/90000\r\na=rtpmap:97 rtx/90000\r\n"
         );
-        assert_eq!(check_offer(&sdp), Ok(()));
+        assert_eq!(check_offer(&sdp), Ok(NO_DATA));
     }
 
     #[test]
     fn data_channel_only_passes() {
         let sdp = format!("{HEADER}m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n");
-        assert_eq!(check_offer(&sdp), Ok(()));
+        assert_eq!(
+            check_offer(&sdp),
+            Ok(OfferSummary {
+                data_channels: true
+            })
+        );
+        let rejected = format!("{HEADER}m=application 0 UDP/DTLS/SCTP webrtc-datachannel\r\n");
+        assert_eq!(check_offer(&rejected), Ok(NO_DATA));
     }
 
     #[test]
@@ -125,7 +147,7 @@ mod tests {
             "{HEADER}m=video 0 UDP/TLS/RTP/SAVPF 98\r\na=rtpmap:98 theora/90000\r\n\
              m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n"
         );
-        assert_eq!(check_offer(&sdp), Ok(()));
+        assert_eq!(check_offer(&sdp), Ok(NO_DATA));
     }
 
     #[test]

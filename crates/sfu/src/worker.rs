@@ -13,6 +13,13 @@
 //! sending what it transmits and acting on its events. Media frames are written to each
 //! subscriber's `Rtc` sharing the same `Arc<[u8]>` payload, so forwarding copies no media.
 //!
+//! Data channels: a message on a channel a participant opened is written, as it came, to
+//! every other connected participant of its room whose offer had data channels, on the
+//! channel relaying it in that session (`<sender label>/<label>`, opened on the first message;
+//! messages wait, bounded, until it is open). The only copy is str0m's own into its send
+//! buffer, capped per session, so a receiver that cannot keep up loses messages (counted)
+//! rather than growing the worker. See [`crate::channels`].
+//!
 //! It never blocks on a client: a full socket buffer drops the datagram (UDP may), a full event
 //! queue drops the event and counts it.
 
@@ -23,9 +30,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use str0m::change::{SdpAnswer, SdpOffer};
+use str0m::channel::{ChannelConfig, ChannelData, ChannelId};
 use str0m::config::{CryptoProvider, DtlsCert};
 use str0m::ice::StunMessage;
-use str0m::media::{Direction, KeyframeRequestKind, MediaData};
+use str0m::media::{Direction, KeyframeRequestKind, MediaData, Mid};
 use str0m::net::{DatagramRecv, Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc};
 use tokio::net::UdpSocket;
@@ -33,6 +41,7 @@ use tokio::sync::mpsc;
 use tracing::{Instrument, debug, info, warn};
 
 use crate::api::{Command, ParticipantSnapshot, RoomSnapshot, SfuEvent, WorkerConfig, WorkerStats};
+use crate::channels::{self, MAX_CHANNEL_LABEL, Route};
 use crate::client::Client;
 use crate::error::{RouteError, SdpError, SfuError};
 use crate::ids::{LeaveReason, ParticipantId, RoomId, TrackSource};
@@ -184,17 +193,19 @@ impl Worker {
             Command::Join {
                 room,
                 participant,
+                label,
                 reply,
             } => {
-                let result = self.join(room, participant, now);
+                let result = self.join(room, participant, label, now);
                 let _ = reply.send(result);
             }
             Command::AcceptOffer {
                 participant,
                 sdp,
+                sources,
                 reply,
             } => {
-                let result = self.accept_offer(participant, &sdp, now);
+                let result = self.accept_offer(participant, &sdp, sources, now);
                 if let Err(e) = &result {
                     debug!(%participant, "offer refused: {e}");
                 }
@@ -290,13 +301,14 @@ impl Worker {
         &mut self,
         room: RoomId,
         participant: ParticipantId,
+        label: Arc<str>,
         now: Instant,
     ) -> Result<(), SfuError> {
         self.router.join(room.clone(), participant)?;
-        let client = Client::new(participant, room, now, self.config.connect_timeout);
+        let client = Client::new(participant, room, label, now, self.config.connect_timeout);
         self.wake_by(client.connect_deadline);
+        debug!(%participant, label = %client.label, "joined");
         self.clients.insert(participant, client);
-        debug!(%participant, "joined");
         Ok(())
     }
 
@@ -309,6 +321,7 @@ impl Worker {
             .set_local_ice_credentials(creds)
             .set_crypto_provider(self.crypto.clone())
             .set_dtls_cert(self.cert.clone())
+            .set_sctp_max_buffered_amount(channels::SEND_BUFFER)
             .build(now);
         rtc.add_local_candidate(self.candidate.clone());
         (rtc, ufrag)
@@ -318,12 +331,13 @@ impl Worker {
         &mut self,
         participant: ParticipantId,
         sdp: &str,
+        sources: Vec<(Mid, TrackSource)>,
         now: Instant,
     ) -> Result<String, SfuError> {
         if !self.clients.contains_key(&participant) {
             return Err(RouteError::UnknownParticipant(participant).into());
         }
-        sdp::check_offer(sdp)?;
+        let summary = sdp::check_offer(sdp)?;
         let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| SdpError::Invalid(e.to_string()))?;
         let fresh = self.clients[&participant]
             .rtc
@@ -351,6 +365,21 @@ impl Worker {
                     client.ufrag = ufrag;
                 }
                 client.offer_crossed();
+                client.data.negotiated = summary.data_channels;
+                // Sources for tracks already published apply now, before any subscriber's
+                // offer names their stream; the others when str0m reports the m-line.
+                client.declared_sources.clear();
+                for (mid, source) in sources {
+                    match self.router.track_by_mid(participant, mid) {
+                        Some(track) => match self.router.track(track) {
+                            Some(info) if info.kind == source.kind() => {
+                                let _ = self.router.set_source(track, source);
+                            }
+                            _ => debug!(%participant, %mid, %source, "source ignored: wrong kind"),
+                        },
+                        None => client.declared_sources.push((mid, source)),
+                    }
+                }
                 self.mark_dirty(participant);
                 Ok(answer.to_sdp_string())
             }
@@ -416,6 +445,8 @@ impl Worker {
             }
         }
         self.by_ufrag.remove(&client.ufrag);
+        // Its channels relayed to the others close with it.
+        self.close_relays(participant, &client.room, None);
         let _ = self.router.leave(participant);
         info!(%participant, room = %client.room, ?reason, "left");
         emit(
@@ -674,8 +705,27 @@ impl Worker {
             return;
         }
         client.offer_retry_at = None;
-        let router = &self.router;
-        if let Some(offer) = client.make_offer(|t| router.track(t)) {
+        if !client.offer_due() {
+            return;
+        }
+        // The offer names the publishers' labels: take the client out of the map while it
+        // reads the others (rare: only when an offer is due).
+        let Some(mut client) = self.clients.remove(&id) else {
+            return;
+        };
+        self.offer(&mut client, now);
+        self.clients.insert(id, client);
+    }
+
+    fn offer(&mut self, client: &mut Client, now: Instant) {
+        let id = client.id;
+        let (router, clients) = (&self.router, &self.clients);
+        let offer = client.make_offer(|t| {
+            let info = router.track(t)?;
+            let label = clients.get(&info.publisher)?.label.as_ref();
+            Some((info, label))
+        });
+        if let Some(offer) = offer {
             debug!(participant = %id, "renegotiating");
             let event = SfuEvent::Offer {
                 participant: id,
@@ -721,7 +771,18 @@ impl Worker {
                             list.into_iter().map(|l| l.rid).collect()
                         })
                         .unwrap_or_default();
-                    let source = TrackSource::default_for(added.kind);
+                    let source = match self
+                        .clients
+                        .get(&id)
+                        .and_then(|c| c.declared_source(added.mid))
+                    {
+                        Some(s) if s.kind() == added.kind => s,
+                        Some(s) => {
+                            debug!(participant = %id, mid = %added.mid, source = %s, "source ignored: wrong kind");
+                            TrackSource::default_for(added.kind)
+                        }
+                        None => TrackSource::default_for(added.kind),
+                    };
                     if let Err(e) = self
                         .router
                         .publish(id, added.mid, added.kind, source, layers)
@@ -741,7 +802,192 @@ impl Worker {
             Event::KeyframeRequest(req) => {
                 self.router.on_subscriber_keyframe_request(id, req.mid, now);
             }
+            Event::ChannelOpen(channel, label) => self.channel_opened(id, channel, &label),
+            Event::ChannelData(data) => self.relay(id, &data),
+            Event::ChannelClose(channel) => self.channel_closed(id, channel),
             _ => {}
+        }
+    }
+
+    // ---- data channels --------------------------------------------------------------------
+
+    /// A data channel opened in `id`'s session: one the engine opened to relay someone's
+    /// (write what waited for it), or one the participant opened (relay it from now on).
+    fn channel_opened(&mut self, id: ParticipantId, channel: ChannelId, label: &str) {
+        let Some(client) = self.clients.get_mut(&id) else {
+            return;
+        };
+        let Some(rtc) = client.rtc.as_mut() else {
+            return;
+        };
+        if let Some((held, close_again)) = client.data.opened(channel) {
+            if close_again {
+                rtc.direct_api().close_data_channel(channel);
+            }
+            for (binary, payload) in held {
+                let written = rtc
+                    .channel(channel)
+                    .is_some_and(|mut ch| ch.write(binary, &payload).unwrap_or(false));
+                if written {
+                    self.stats.data_messages_forwarded += 1;
+                } else {
+                    self.stats.data_messages_dropped += 1;
+                }
+            }
+            self.mark_dirty(id);
+            return;
+        }
+        // In-band (DCEP) channels carry their settings; a pre-negotiated one (`negotiated:
+        // true` in the browser) has none to copy and is not relayed.
+        let config = rtc.channel(channel).and_then(|ch| ch.config().cloned());
+        let relay = config
+            .filter(|c| label.len() <= MAX_CHANNEL_LABEL && c.protocol.len() <= MAX_CHANNEL_LABEL);
+        let added = relay.is_some_and(|c| {
+            client.data.add_inbound(
+                channel,
+                ChannelConfig {
+                    label: format!("{}/{label}", client.label),
+                    negotiated: None,
+                    ..c
+                },
+            )
+        });
+        if added {
+            debug!(participant = %id, label, "data channel relayed to the room");
+        } else {
+            debug!(participant = %id, label, "data channel not relayed: closed");
+            rtc.direct_api().close_data_channel(channel);
+            self.mark_dirty(id);
+        }
+    }
+
+    /// A message on `publisher`'s channel: written verbatim to every other connected
+    /// participant of its room that negotiated data channels, on the relayed channel for it
+    /// (opened on the first message). Shares the payload between subscribers; allocates only to
+    /// hold a message for a relayed channel still opening.
+    fn relay(&mut self, publisher: ParticipantId, data: &ChannelData) {
+        let Worker {
+            router,
+            clients,
+            dirty,
+            stats,
+            ..
+        } = self;
+        let Some(from) = clients.get(&publisher) else {
+            return;
+        };
+        let Some(inbound) = from.data.inbound(data.id) else {
+            // Written back on a channel the engine relays to it: not for anyone.
+            return;
+        };
+        let relay = inbound.relay.clone();
+        let Some(room) = router.room_of(publisher) else {
+            return;
+        };
+        let mut shared: Option<Arc<[u8]>> = None;
+        for &to in router.participants_in(room) {
+            if to == publisher {
+                continue;
+            }
+            let Some(c) = clients.get_mut(&to) else {
+                continue;
+            };
+            let rtc = match c.rtc.as_mut() {
+                Some(rtc) if c.connected && c.data.negotiated => rtc,
+                _ => {
+                    stats.data_messages_skipped += 1;
+                    continue;
+                }
+            };
+            if data.data.is_empty() {
+                // str0m 0.25 cannot send an empty message (it queues no SCTP chunk for it).
+                stats.data_messages_dropped += 1;
+                continue;
+            }
+            let payload = || Arc::from(data.data.as_slice());
+            let delivered = match c.data.route(publisher, data.id) {
+                Route::Write(out) => rtc
+                    .channel(out)
+                    .is_some_and(|mut ch| ch.write(data.binary, &data.data).unwrap_or(false)),
+                Route::Hold => {
+                    let p = shared.get_or_insert_with(payload);
+                    // Counted when written, once the channel is open.
+                    if c.data.hold(publisher, data.id, data.binary, p) {
+                        continue;
+                    }
+                    false
+                }
+                Route::Open => {
+                    let out = rtc.direct_api().create_data_channel((*relay).clone());
+                    c.data.add_outbound(publisher, data.id, out);
+                    let p = shared.get_or_insert_with(payload);
+                    if c.data.hold(publisher, data.id, data.binary, p) {
+                        if !c.dirty {
+                            c.dirty = true;
+                            dirty.push(to);
+                        }
+                        continue;
+                    }
+                    false
+                }
+                Route::Drop => false,
+            };
+            if delivered {
+                stats.data_messages_forwarded += 1;
+                if !c.dirty {
+                    c.dirty = true;
+                    dirty.push(to);
+                }
+            } else {
+                stats.data_messages_dropped += 1;
+            }
+        }
+    }
+
+    /// A data channel of `id`'s session closed: a relay (forget it; the next message reopens
+    /// one), or one of the participant's own (close its relays on the others).
+    fn channel_closed(&mut self, id: ParticipantId, channel: ChannelId) {
+        let Some(client) = self.clients.get_mut(&id) else {
+            return;
+        };
+        if let Some(lost) = client.data.closed(channel) {
+            self.stats.data_messages_dropped += lost as u64;
+            return;
+        }
+        if client.data.remove_inbound(channel) {
+            let room = client.room.clone();
+            self.close_relays(id, &room, Some(channel));
+        }
+    }
+
+    /// Closes, in every other session of `room`, the relays of `publisher`'s channels (only
+    /// `source`'s if given).
+    fn close_relays(&mut self, publisher: ParticipantId, room: &RoomId, source: Option<ChannelId>) {
+        let Worker {
+            router,
+            clients,
+            dirty,
+            stats,
+            ..
+        } = self;
+        let mut to_close = Vec::new();
+        for &to in router.participants_in(room) {
+            let Some(c) = clients.get_mut(&to) else {
+                continue;
+            };
+            to_close.clear();
+            let lost = c.data.close_relays_of(publisher, source, &mut to_close);
+            stats.data_messages_dropped += lost as u64;
+            let Some(rtc) = c.rtc.as_mut() else {
+                continue;
+            };
+            for &channel in &to_close {
+                rtc.direct_api().close_data_channel(channel);
+            }
+            if !to_close.is_empty() && !c.dirty {
+                c.dirty = true;
+                dirty.push(to);
+            }
         }
     }
 

@@ -6,7 +6,7 @@ mod support;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use support::{Browser, Harness, Role, test_config, wait_until};
+use support::{Browser, Harness, Role, label, test_config, wait_until};
 use switchboard_sfu::{
     LeaveReason, ParticipantId, RoomId, RouteError, SdpError, SfuError, SfuEvent, WorkerConfig,
 };
@@ -90,16 +90,16 @@ async fn garbage_datagrams_are_dropped_without_disturbing_sessions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unusable_offers_and_answers_get_typed_errors() {
     let h = Harness::start(test_config()).await;
-    let x = h.sfu.join(RoomId::new("room"), X).await.unwrap();
+    let x = h.sfu.join(RoomId::new("room"), X, "x").await.unwrap();
 
-    let err = x.accept_offer("this is not sdp").await.unwrap_err();
+    let err = x.accept_offer("this is not sdp", &[]).await.unwrap_err();
     assert!(
         matches!(err, SfuError::Sdp(SdpError::Invalid(_) | SdpError::NoMedia)),
         "{err:?}"
     );
 
     let no_media = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n";
-    let err = x.accept_offer(no_media).await.unwrap_err();
+    let err = x.accept_offer(no_media, &[]).await.unwrap_err();
     assert!(matches!(err, SfuError::Sdp(SdpError::NoMedia)), "{err:?}");
 
     let mut browser = Browser::new(Role::Publisher).await;
@@ -111,14 +111,14 @@ async fn unusable_offers_and_answers_get_typed_errors() {
         .replace("AV1/90000", "FOO/90000")
         .replace("H265/90000", "FOO/90000")
         .replace("opus/48000", "BAR/48000");
-    let err = x.accept_offer(&unsupported).await.unwrap_err();
+    let err = x.accept_offer(&unsupported, &[]).await.unwrap_err();
     assert!(
         matches!(err, SfuError::Sdp(SdpError::UnsupportedCodecs { .. })),
         "{err:?}"
     );
 
     let truncated = &good[..good.len() / 3];
-    assert!(x.accept_offer(truncated).await.is_err());
+    assert!(x.accept_offer(truncated, &[]).await.is_err());
 
     // An answer before any session, and one nobody asked for.
     let err = x.accept_answer(&good).await.unwrap_err();
@@ -131,7 +131,7 @@ async fn unusable_offers_and_answers_get_typed_errors() {
     );
 
     // None of that broke the participant: a good offer still works.
-    let answer = x.accept_offer(&good).await.unwrap();
+    let answer = x.accept_offer(&good, &[]).await.unwrap();
     assert!(answer.contains("a=ice-lite"), "the engine is ICE-lite");
     browser.accept_answer(&answer);
     let err = x.accept_answer(&answer).await.unwrap_err();
@@ -144,8 +144,19 @@ async fn unusable_offers_and_answers_get_typed_errors() {
     );
 
     // Unknown participants and duplicate ids.
-    let err = h.sfu.join(RoomId::new("room"), X).await.unwrap_err();
+    let err = h.sfu.join(RoomId::new("room"), X, "x").await.unwrap_err();
     assert!(matches!(err, SfuError::Route(RouteError::AlreadyJoined(X))));
+
+    // A label that could not be an msid stream id is refused before reaching the worker.
+    for bad in ["", "a b", "a/b", "x\r\na=msid:evil"] {
+        let err = h
+            .sfu
+            .join(RoomId::new("room"), ParticipantId(77), bad)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, SfuError::InvalidLabel(_)), "{bad:?}: {err:?}");
+    }
+    assert_eq!(h.sfu.stats().await.unwrap().router.participants, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,12 +170,12 @@ async fn a_client_that_never_connects_times_out_and_is_cleaned_up() {
     assert!(wait_until(WAIT, || a.state().connected).await);
 
     // X offers but never sends a packet; Y joins and never even offers.
-    let x = h.sfu.join(RoomId::new("room"), X).await.unwrap();
+    let x = h.sfu.join(RoomId::new("room"), X, "x").await.unwrap();
     let mut silent = Browser::new(Role::Subscriber).await;
-    x.accept_offer(&silent.offer()).await.unwrap();
+    x.accept_offer(&silent.offer(), &[]).await.unwrap();
     let y = h
         .sfu
-        .join(RoomId::new("room"), ParticipantId(10))
+        .join(RoomId::new("room"), ParticipantId(10), "y")
         .await
         .unwrap();
 
@@ -194,7 +205,7 @@ async fn a_client_that_never_connects_times_out_and_is_cleaned_up() {
     assert!(a.state().connected);
 
     // Commands for a removed participant get a clear error.
-    let err = x.accept_offer(&silent.offer()).await.unwrap_err();
+    let err = x.accept_offer(&silent.offer(), &[]).await.unwrap_err();
     assert!(matches!(
         err,
         SfuError::Route(RouteError::UnknownParticipant(X))
@@ -205,7 +216,7 @@ async fn a_client_that_never_connects_times_out_and_is_cleaned_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_a_participant_handle_leaves() {
     let h = Harness::start(test_config()).await;
-    let x = h.sfu.join(RoomId::new("room"), X).await.unwrap();
+    let x = h.sfu.join(RoomId::new("room"), X, "x").await.unwrap();
     drop(x);
     assert!(
         wait_until(WAIT, || h.has_event(|e| *e
@@ -275,14 +286,14 @@ async fn truncated_offers_never_break_the_worker() {
     for (n, cut) in (0..good.len()).step_by(37).enumerate() {
         let p = h
             .sfu
-            .join(RoomId::new("fuzz"), ParticipantId(100 + n as u64))
+            .join(RoomId::new("fuzz"), ParticipantId(100 + n as u64), "fuzz")
             .await
             .unwrap();
-        let _ = p.accept_offer(&good[..cut]).await;
+        let _ = p.accept_offer(&good[..cut], &[]).await;
         p.leave().await.unwrap();
     }
-    let x = h.sfu.join(RoomId::new("fuzz"), X).await.unwrap();
-    assert!(x.accept_offer(&good).await.is_ok());
+    let x = h.sfu.join(RoomId::new("fuzz"), X, "x").await.unwrap();
+    assert!(x.accept_offer(&good, &[]).await.is_ok());
     let stats = h.sfu.stats().await.unwrap();
     assert_eq!(stats.router.participants, 1);
 }
@@ -296,9 +307,9 @@ async fn an_offer_lost_to_a_full_event_queue_is_made_again() {
     // Nobody reads events at first: the queue fills and B's renegotiation offer is dropped.
     let (sfu, mut events) = switchboard_sfu::spawn(config).await.unwrap();
     let connect = async |id: ParticipantId, role: Role| {
-        let handle = sfu.join(RoomId::new("room"), id).await.unwrap();
+        let handle = sfu.join(RoomId::new("room"), id, &label(id)).await.unwrap();
         let mut browser = Browser::new(role).await;
-        let answer = handle.accept_offer(&browser.offer()).await.unwrap();
+        let answer = handle.accept_offer(&browser.offer(), &[]).await.unwrap();
         browser.accept_answer(&answer);
         (handle, browser.run(id))
     };

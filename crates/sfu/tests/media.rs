@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use str0m::media::MediaKind;
-use support::{ADDED_TRACK_BASE, Harness, LAYER_STRIDE, Role, test_config, wait_until};
+use support::{ADDED_TRACK_BASE, Harness, LAYER_STRIDE, Role, label, test_config, wait_until};
 use switchboard_sfu::{LeaveReason, ParticipantId, RouteError, SfuError, SfuEvent, TrackSource};
 
 const A: ParticipantId = ParticipantId(1);
@@ -64,6 +64,21 @@ async fn subscriber_receives_publisher_media_intact() {
         .unwrap();
     assert_eq!(video_track.source, TrackSource::Camera);
     assert!(video_track.layers.is_empty());
+
+    // B's offer names A's camera and microphone as one stream, A's label.
+    let offers = b.state().offers;
+    assert_eq!(offers.len(), 1);
+    let msids: Vec<&str> = offers[0]
+        .lines()
+        .filter_map(|l| l.strip_prefix("a=msid:"))
+        .collect();
+    assert_eq!(msids.len(), 2, "{}", offers[0]);
+    for t in &published {
+        assert!(
+            msids.contains(&format!("{} {}", label(A), t.id).as_str()),
+            "{msids:?}"
+        );
+    }
 
     // The signaling side may say what a track carries; only its publisher may.
     h.set_source(A, video_track.id, TrackSource::ScreenShare)
@@ -303,9 +318,22 @@ async fn a_track_added_mid_call_reaches_the_others() {
     let b = h.connect("room", B.0, Role::Subscriber).await;
     assert!(wait_until(WAIT, || b.state().video_frames() >= 10).await);
 
-    // A starts a screen share: its own offer, answered by the engine.
-    let offer = a.add_video().await;
-    let answer = h.participant(A).accept_offer(&offer).await.unwrap();
+    // A starts a screen share: its own offer, answered by the engine, says what the new
+    // m-line carries. It also re-labels the microphone as the shared tab's audio, and
+    // declares a kind that cannot be (a microphone on the camera's video), which is ignored.
+    let (offer, screen_mid) = a.add_video().await;
+    let audio_mid = a_mid(&h, MediaKind::Audio);
+    let camera_mid = a_mid(&h, MediaKind::Video);
+    let sources = [
+        (screen_mid.to_string(), TrackSource::ScreenShare),
+        (audio_mid.to_string(), TrackSource::ScreenShareAudio),
+        (camera_mid.to_string(), TrackSource::Microphone),
+    ];
+    let answer = h
+        .participant(A)
+        .accept_offer(&offer, &sources)
+        .await
+        .unwrap();
     a.accept_answer(answer).await;
 
     let screen = {
@@ -313,8 +341,8 @@ async fn a_track_added_mid_call_reaches_the_others() {
         assert!(
             wait_until(WAIT, || {
                 found = h.events().into_iter().find_map(|e| match e {
-                    SfuEvent::TrackPublished(t) if t.publisher == A && t.mid != a_video_mid(&h) => {
-                        (t.kind == MediaKind::Video).then_some(t)
+                    SfuEvent::TrackPublished(t) if t.publisher == A && t.mid == screen_mid => {
+                        Some(t)
                     }
                     _ => None,
                 });
@@ -324,9 +352,26 @@ async fn a_track_added_mid_call_reaches_the_others() {
         );
         found.unwrap()
     };
-    h.set_source(A, screen.id, TrackSource::ScreenShare)
-        .await
-        .unwrap();
+    assert_eq!(screen.kind, MediaKind::Video);
+    assert_eq!(
+        screen.source,
+        TrackSource::ScreenShare,
+        "declared with the offer"
+    );
+    let rooms = h.sfu.rooms().await.unwrap();
+    let mut sources: Vec<_> = rooms[0].participants[0]
+        .published
+        .iter()
+        .map(|t| (t.mid, t.source))
+        .collect();
+    sources.sort_by_key(|(mid, _)| mid.to_string());
+    let mut expected = vec![
+        (audio_mid, TrackSource::ScreenShareAudio),
+        (camera_mid, TrackSource::Camera),
+        (screen_mid, TrackSource::ScreenShare),
+    ];
+    expected.sort_by_key(|(mid, _)| mid.to_string());
+    assert_eq!(sources, expected);
 
     // B is renegotiated and receives the new track from a keyframe, untouched.
     assert!(
@@ -350,17 +395,22 @@ async fn a_track_added_mid_call_reaches_the_others() {
     assert!(shared.first_was_keyframe);
     assert_eq!(shared.corrupt, 0);
     assert_eq!(s.offers_answered, 2);
+    // The screen share is a stream of its own, still named after A.
+    let screen_msid = format!("a=msid:{}-screen {}", label(A), screen.id);
+    assert!(
+        s.offers[1].lines().any(|l| l == screen_msid),
+        "{screen_msid} not in\n{}",
+        s.offers[1]
+    );
     assert_eq!(h.sfu.stats().await.unwrap().router.tracks, 3);
 }
 
-/// The mid of A's first video track.
-fn a_video_mid(h: &Harness) -> str0m::media::Mid {
+/// The mid of A's first track of `kind`.
+fn a_mid(h: &Harness, kind: MediaKind) -> str0m::media::Mid {
     h.events()
         .into_iter()
         .find_map(|e| match e {
-            SfuEvent::TrackPublished(t) if t.publisher == A && t.kind == MediaKind::Video => {
-                Some(t.mid)
-            }
+            SfuEvent::TrackPublished(t) if t.publisher == A && t.kind == kind => Some(t.mid),
             _ => None,
         })
         .unwrap()
@@ -428,7 +478,7 @@ async fn a_subscriber_that_changes_network_keeps_receiving_after_an_ice_restart(
 
     // B's old address goes silent; its checks now come from a new one, with new credentials.
     let offer = b.restart_ice().await;
-    let answer = h.participant(B).accept_offer(&offer).await.unwrap();
+    let answer = h.participant(B).accept_offer(&offer, &[]).await.unwrap();
     b.accept_answer(answer).await;
     let frames = b.state().video_frames();
     assert!(

@@ -14,7 +14,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Instant;
 use switchboard_proto::{
     ClientMessage, ErrorCode, LeaveReason, MessageKind, Mode, PROTOCOL_VERSION, ParseError,
-    ParticipantId, ParticipantInfo, Role, ServerMessage,
+    ParticipantId, ParticipantInfo, Role, SFU_PARTICIPANT, ServerMessage, TrackSources,
 };
 
 /// A transport connection, numbered by the driver. Never reused within one run.
@@ -32,6 +32,37 @@ pub enum Recipients {
 pub struct Output {
     pub to: Recipients,
     pub msg: ServerMessage,
+}
+
+/// Work for the media engine of SFU rooms, which the driver carries out
+/// ([`Signaling::poll_media`]). Offers and answers addressed to the server
+/// ([`SFU_PARTICIPANT`]) end up here rather than in a participant's outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MediaAction {
+    /// A participant entered an SFU room; the engine's messages for it go to `conn`.
+    Join {
+        participant: ParticipantId,
+        room: String,
+        conn: ConnId,
+    },
+    /// The participant resumed on another connection; its messages go there now.
+    Attach {
+        participant: ParticipantId,
+        conn: ConnId,
+    },
+    /// The participant is gone from its room (left, or its grace period ended).
+    Leave { participant: ParticipantId },
+    /// The participant's offer for its media session.
+    Offer {
+        participant: ParticipantId,
+        sdp: String,
+        tracks: TrackSources,
+    },
+    /// The participant's answer to the engine's offer.
+    Answer {
+        participant: ParticipantId,
+        sdp: String,
+    },
 }
 
 /// Counters and gauges for `/metrics`.
@@ -139,6 +170,7 @@ pub struct Signaling {
     /// Participants whose socket closed, in the order their grace periods end.
     expiries: VecDeque<(Instant, ParticipantId)>,
     outputs: VecDeque<Output>,
+    media: VecDeque<MediaAction>,
     messages: [u64; MessageKind::ALL.len()],
     errors: [u64; ErrorCode::ALL.len()],
     /// Connections whose [`RelayRoute`] may have changed; `None` until a driver asks for them
@@ -175,6 +207,7 @@ impl Signaling {
             lobby: Lobby::new(),
             expiries: VecDeque::new(),
             outputs: VecDeque::new(),
+            media: VecDeque::new(),
             messages: [0; MessageKind::ALL.len()],
             errors: [0; ErrorCode::ALL.len()],
             route_changes: None,
@@ -268,12 +301,23 @@ impl Signaling {
                 resume,
             } => self.join(conn, v, &room, &name, role, mode, resume.as_deref()),
             ClientMessage::Leave => self.leave(conn),
-            ClientMessage::Offer { to, sdp } => {
-                self.relay(conn, &to, |from| ServerMessage::Offer { from, sdp })
-            }
-            ClientMessage::Answer { to, sdp } => {
-                self.relay(conn, &to, |from| ServerMessage::Answer { from, sdp })
-            }
+            ClientMessage::Offer { to, sdp, tracks } => match self.sfu_member(conn, &to) {
+                Some(participant) => self.media.push_back(MediaAction::Offer {
+                    participant,
+                    sdp,
+                    tracks: tracks.unwrap_or_default(),
+                }),
+                None => self.relay(conn, &to, |from| ServerMessage::Offer { from, sdp }),
+            },
+            ClientMessage::Answer { to, sdp } => match self.sfu_member(conn, &to) {
+                Some(participant) => self
+                    .media
+                    .push_back(MediaAction::Answer { participant, sdp }),
+                None => self.relay(conn, &to, |from| ServerMessage::Answer { from, sdp }),
+            },
+            // The engine is ICE-lite: it learns the client's address from its checks.
+            ClientMessage::Candidate { to, .. } | ClientMessage::IceRestart { to }
+                if self.sfu_member(conn, &to).is_some() => {}
             ClientMessage::Candidate { to, candidate } => self.relay(conn, &to, |from| {
                 ServerMessage::Candidate { from, candidate }
             }),
@@ -327,6 +371,23 @@ impl Signaling {
         self.outputs.pop_front()
     }
 
+    /// The next piece of work for the media engine of SFU rooms.
+    pub fn poll_media(&mut self) -> Option<MediaAction> {
+        self.media.pop_front()
+    }
+
+    /// The participant behind `conn`, if `to` is the server and `conn` is in an SFU room.
+    fn sfu_member(&self, conn: ConnId, to: &str) -> Option<ParticipantId> {
+        if to != SFU_PARTICIPANT {
+            return None;
+        }
+        let ConnState::Joined(id) = self.conn_state(conn)? else {
+            return None;
+        };
+        let room = self.rooms.get(&self.participants.get(id)?.room)?;
+        (room.mode == Mode::Sfu).then(|| id.clone())
+    }
+
     pub fn stats(&self) -> CoreStats {
         CoreStats {
             connections: self.conns.len(),
@@ -365,6 +426,8 @@ impl Signaling {
             .collect();
         let topology = if room.random {
             "pair"
+        } else if room.mode == Mode::Sfu {
+            "sfu"
         } else if participants.iter().any(|p| p.role != Role::Peer) {
             "broadcast"
         } else {
@@ -518,14 +581,15 @@ impl Signaling {
                         format!("room is full ({} receivers)", self.limits.max_receivers),
                     );
                 }
-                if role != Role::Receiver && peers >= self.limits.max_participants {
+                let max_peers = match room.mode {
+                    Mode::P2p => self.limits.max_participants,
+                    Mode::Sfu => self.limits.max_sfu_participants,
+                };
+                if role != Role::Receiver && peers >= max_peers {
                     return self.error(
                         conn,
                         ErrorCode::RoomFull,
-                        format!(
-                            "room is full ({} participants)",
-                            self.limits.max_participants
-                        ),
+                        format!("room is full ({max_peers} participants)"),
                     );
                 }
                 if role == Role::Sender && has_sender {
@@ -545,7 +609,7 @@ impl Signaling {
                         "the server has reached its room limit",
                     );
                 }
-                let mode = mode.unwrap_or_default();
+                let mode = mode.unwrap_or(self.limits.default_mode);
                 if mode == Mode::Sfu && !self.limits.sfu_available {
                     return self.error(
                         conn,
@@ -567,6 +631,13 @@ impl Signaling {
             }
         };
         let id = self.add_participant(conn, room_name, name, role);
+        if mode == Mode::Sfu {
+            self.media.push_back(MediaAction::Join {
+                participant: id.clone(),
+                room: room_name.to_owned(),
+                conn,
+            });
+        }
         let others = self.other_connections(room_name, &id);
         let participant = &self.participants[&id];
         if !others.is_empty() {
@@ -622,6 +693,12 @@ impl Signaling {
         }
         self.set_state(conn, ConnState::Joined(id.clone()));
         self.touch_room(room_name);
+        if mode == Mode::Sfu {
+            self.media.push_back(MediaAction::Attach {
+                participant: id.clone(),
+                conn,
+            });
+        }
         let joined = ServerMessage::Joined {
             v: PROTOCOL_VERSION,
             room: room_name.to_owned(),
@@ -890,6 +967,11 @@ impl Signaling {
         let Some(room) = self.rooms.get_mut(&participant.room) else {
             return;
         };
+        if room.mode == Mode::Sfu {
+            self.media.push_back(MediaAction::Leave {
+                participant: participant.id.clone(),
+            });
+        }
         room.members.retain(|member| member != id);
         if room.members.is_empty() {
             self.rooms.remove(&participant.room);

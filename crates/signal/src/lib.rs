@@ -6,6 +6,8 @@
 //! drains the resulting [`Output`]s with [`Signaling::poll_output`]; timers are reported by
 //! [`Signaling::poll_timeout`] and fired with [`Signaling::handle_timeout`]. That keeps every
 //! routing decision testable without sockets or sleeps (see the tests beside each module).
+//! In SFU rooms the core also queues [`MediaAction`]s (participants entering and leaving,
+//! their offers and answers for the server) for the driver to pass to the media engine.
 //!
 //! [`TutorialRelay`] is the equally small core of the classic tutorial protocol.
 //!
@@ -17,7 +19,8 @@ mod lobby;
 mod tutorial;
 
 pub use crate::core::{
-    ConnId, CoreStats, Output, ParticipantView, Recipients, RelayRoute, RoomView, Signaling,
+    ConnId, CoreStats, MediaAction, Output, ParticipantView, Recipients, RelayRoute, RoomView,
+    Signaling,
 };
 pub use crate::limits::{Admission, Limits, RateLimiter, Verdict, validate_name, validate_room};
 pub use crate::lobby::Lobby;

@@ -3,6 +3,7 @@
 //! Everything here is a pure function of its inputs and the time passed in.
 
 use std::time::{Duration, Instant};
+use switchboard_proto::Mode;
 
 /// Every bound the signaling core enforces. Defaults are the documented ones.
 #[derive(Debug, Clone, PartialEq)]
@@ -10,6 +11,8 @@ pub struct Limits {
     /// Peers and senders per room (each pair of peers is a browser-to-browser connection, so
     /// a mesh beyond about 8 overloads uplinks).
     pub max_participants: usize,
+    /// Peers and senders per SFU room (each sends once to the server, so far more fit).
+    pub max_sfu_participants: usize,
     /// Receivers per broadcast room.
     pub max_receivers: usize,
     /// Rooms per server, random pairs included.
@@ -22,18 +25,22 @@ pub struct Limits {
     pub resume_grace: Duration,
     /// Whether rooms may be created in SFU mode.
     pub sfu_available: bool,
+    /// The mode of a room whose first join names none.
+    pub default_mode: Mode,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_participants: 8,
+            max_sfu_participants: 50,
             max_receivers: 50,
             max_rooms: 10_000,
             rate_per_sec: 50,
             rate_burst: 200,
             resume_grace: Duration::from_secs(15),
             sfu_available: false,
+            default_mode: Mode::P2p,
         }
     }
 }

@@ -1,10 +1,11 @@
 //! Whole-core tests: sequences of connections and messages with a fake clock, asserting the
 //! exact outputs each client would receive.
 
-use crate::{ConnId, Limits, Output, Recipients, Signaling};
+use crate::{ConnId, Limits, MediaAction, Output, Recipients, Signaling};
 use std::time::{Duration, Instant};
 use switchboard_proto::{
-    ClientMessage, ErrorCode, LeaveReason, MessageKind, Mode, ParseError, Role, ServerMessage,
+    ClientMessage, ErrorCode, LeaveReason, MediaSource, MessageKind, Mode, ParseError, Role,
+    SFU_PARTICIPANT, ServerMessage, TrackSources,
 };
 
 struct Harness {
@@ -123,6 +124,7 @@ fn relay_goes_only_to_the_addressed_member_of_the_same_room() {
         ClientMessage::Offer {
             to: b.clone(),
             sdp: "v=0".into(),
+            tracks: None,
         },
     );
     assert_eq!(
@@ -140,6 +142,7 @@ fn relay_goes_only_to_the_addressed_member_of_the_same_room() {
         ClientMessage::Offer {
             to: c,
             sdp: "v=0".into(),
+            tracks: None,
         },
     );
     assert_eq!(error_code(&out), ErrorCode::UnknownParticipant);
@@ -297,6 +300,7 @@ fn resume_within_grace_cancels_the_departure() {
         ClientMessage::Offer {
             to: b,
             sdp: "v=0".into(),
+            tracks: None,
         },
     );
     assert_eq!(out[0].to, Recipients::One(3));
@@ -737,4 +741,203 @@ fn relay_routes_predict_the_core_and_every_change_is_reported() {
         );
     }
     assert!(delivered > 1000, "the walk exercised relays ({delivered})");
+}
+
+fn join_sfu(room: &str, name: &str) -> ClientMessage {
+    ClientMessage::Join {
+        v: 1,
+        room: room.into(),
+        name: name.into(),
+        role: Role::Peer,
+        mode: Some(Mode::Sfu),
+        resume: None,
+    }
+}
+
+fn sfu_limits() -> Limits {
+    Limits {
+        sfu_available: true,
+        ..Limits::default()
+    }
+}
+
+impl Harness {
+    fn media(&mut self) -> Vec<MediaAction> {
+        std::iter::from_fn(|| self.core.poll_media()).collect()
+    }
+}
+
+#[test]
+fn sfu_rooms_need_the_engine_and_report_their_mode() {
+    let mut h = Harness::new(Limits::default());
+    h.connect(1);
+    let out = h.send(1, join_sfu("r", "Ann"));
+    assert_eq!(error_code(&out), ErrorCode::UnsupportedMode);
+    assert!(h.media().is_empty());
+
+    let mut h = Harness::new(sfu_limits());
+    h.connect(1);
+    h.connect(2);
+    h.join(1, "r", "Ann", Role::Peer);
+    // The room is p2p: a later mode request changes nothing, and nothing goes to the engine.
+    let out = h.send(2, join_sfu("r", "Bob"));
+    assert!(matches!(
+        &out[1].msg,
+        ServerMessage::Joined {
+            mode: Mode::P2p,
+            ..
+        }
+    ));
+    assert!(h.media().is_empty());
+}
+
+#[test]
+fn sfu_members_talk_to_the_engine_and_peer_relays_still_work() {
+    let mut h = Harness::new(sfu_limits());
+    for conn in 1..=3 {
+        h.connect(conn);
+    }
+    let out = h.send(1, join_sfu("r", "Ann"));
+    let a = match &out[0].msg {
+        ServerMessage::Joined { id, mode, .. } => {
+            assert_eq!(*mode, Mode::Sfu);
+            id.clone()
+        }
+        other => panic!("{other:?}"),
+    };
+    let b = h.join(2, "r", "Bob", Role::Peer);
+    h.drain();
+    assert_eq!(
+        h.media(),
+        [
+            MediaAction::Join {
+                participant: a.clone(),
+                room: "r".into(),
+                conn: 1
+            },
+            MediaAction::Join {
+                participant: b.clone(),
+                room: "r".into(),
+                conn: 2
+            },
+        ]
+    );
+
+    let tracks = TrackSources::from([
+        ("0".to_owned(), MediaSource::Microphone),
+        ("2".to_owned(), MediaSource::Screen),
+    ]);
+    let out = h.send(
+        1,
+        ClientMessage::Offer {
+            to: SFU_PARTICIPANT.into(),
+            sdp: "v=0".into(),
+            tracks: Some(tracks.clone()),
+        },
+    );
+    assert!(out.is_empty(), "nothing for the clients: {out:?}");
+    let answer = ClientMessage::Answer {
+        to: SFU_PARTICIPANT.into(),
+        sdp: "v=1".into(),
+    };
+    assert!(h.send(2, answer).is_empty());
+    // Candidates for the server are accepted and dropped: it is ICE-lite.
+    let candidate = ClientMessage::Candidate {
+        to: SFU_PARTICIPANT.into(),
+        candidate: None,
+    };
+    assert!(h.send(2, candidate).is_empty());
+    assert_eq!(
+        h.media(),
+        [
+            MediaAction::Offer {
+                participant: a.clone(),
+                sdp: "v=0".into(),
+                tracks
+            },
+            MediaAction::Answer {
+                participant: b.clone(),
+                sdp: "v=1".into()
+            },
+        ]
+    );
+    // Participants may still message each other (e.g. a data-only client).
+    let out = h.send(
+        2,
+        ClientMessage::Offer {
+            to: a.clone(),
+            sdp: "x".into(),
+            tracks: None,
+        },
+    );
+    assert_eq!(out[0].to, Recipients::One(1));
+
+    // Not in an SFU room, the server is nobody.
+    h.join(3, "p2p-room", "Cy", Role::Peer);
+    let offer = ClientMessage::Offer {
+        to: SFU_PARTICIPANT.into(),
+        sdp: "v=0".into(),
+        tracks: None,
+    };
+    assert_eq!(error_code(&h.send(3, offer)), ErrorCode::UnknownParticipant);
+    assert!(h.media().is_empty());
+}
+
+#[test]
+fn sfu_members_resume_on_new_connections_and_leave_for_good() {
+    let mut h = Harness::new(sfu_limits());
+    for conn in 1..=3 {
+        h.connect(conn);
+    }
+    let out = h.send(1, join_sfu("r", "Ann"));
+    let (a, token) = match &out[0].msg {
+        ServerMessage::Joined { id, resume, .. } => (id.clone(), resume.clone()),
+        other => panic!("{other:?}"),
+    };
+    let b = h.join(2, "r", "Bob", Role::Peer);
+    h.media();
+
+    // A lost socket alone tells the engine nothing; the resumed one takes over.
+    h.core.disconnect(1, h.now);
+    assert!(h.media().is_empty());
+    let resume = ClientMessage::Join {
+        v: 1,
+        room: "r".into(),
+        name: "Ann".into(),
+        role: Role::Peer,
+        mode: None,
+        resume: Some(token),
+    };
+    h.send(3, resume);
+    assert_eq!(
+        h.media(),
+        [MediaAction::Attach {
+            participant: a.clone(),
+            conn: 3
+        }]
+    );
+
+    h.send(2, ClientMessage::Leave);
+    assert_eq!(h.media(), [MediaAction::Leave { participant: b }]);
+    h.core.disconnect(3, h.now);
+    h.advance(Duration::from_secs(60));
+    assert_eq!(h.media(), [MediaAction::Leave { participant: a }]);
+}
+
+#[test]
+fn sfu_rooms_have_their_own_size_limit() {
+    let limits = Limits {
+        max_participants: 2,
+        max_sfu_participants: 3,
+        ..sfu_limits()
+    };
+    let mut h = Harness::new(limits);
+    for conn in 1..=4 {
+        h.connect(conn);
+    }
+    h.send(1, join_sfu("r", "P1"));
+    h.join(2, "r", "P2", Role::Peer);
+    h.join(3, "r", "P3", Role::Peer);
+    let out = h.send(4, join_sfu("r", "P4"));
+    assert_eq!(error_code(&out), ErrorCode::RoomFull);
 }

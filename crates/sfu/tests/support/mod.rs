@@ -1,7 +1,8 @@
 //! Test support shared by the integration tests: a browser stand-in built on a second str0m
 //! `Rtc` (full ICE, its own UDP socket on loopback) that publishes synthetic VP8 and Opus at
-//! realistic rates and checks what it receives, plus a harness that runs a worker and plays
-//! the signaling side (relays the engine's renegotiation offers to the right client).
+//! realistic rates and checks what it receives, opens data channels and logs the messages that
+//! arrive on them, plus a harness that runs a worker and plays the signaling side (relays the
+//! engine's renegotiation offers to the right client).
 
 #![allow(dead_code)]
 
@@ -11,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::channel::{ChannelConfig, ChannelId};
 use str0m::media::{
     Direction, Frequency, KeyframeRequestKind, MediaKind, MediaTime, Mid, Rid, Simulcast,
     SimulcastLayer,
@@ -41,8 +43,18 @@ pub enum Role {
     Publisher,
     /// Like `Publisher`, with video in two simulcast layers, `h` then `l`.
     SimulcastPublisher,
-    /// Offers only a data channel; receives what the engine adds by renegotiation.
+    /// Offers only a data channel (`switchboard`); receives what the engine adds by
+    /// renegotiation.
     Subscriber,
+}
+
+/// A data-channel message that arrived at a test client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// The label of the channel it came on.
+    pub channel: String,
+    pub binary: bool,
+    pub data: Vec<u8>,
 }
 
 /// What one incoming m-line delivered.
@@ -79,6 +91,24 @@ pub struct ClientState {
     /// Incoming m-lines that the engine stopped.
     pub stopped_mids: Vec<Mid>,
     pub offers_answered: u32,
+    /// The SDP of every engine offer the client answered, in order.
+    pub offers: Vec<String>,
+    /// Labels of data channels as they opened (the client's own and the engine's).
+    pub channels_opened: Vec<String>,
+    /// Labels of data channels as they closed.
+    pub channels_closed: Vec<String>,
+    /// Data-channel messages received, in order.
+    pub messages: Vec<Message>,
+}
+
+impl ClientState {
+    /// The messages that arrived on channels labelled `channel`.
+    pub fn messages_on(&self, channel: &str) -> Vec<&Message> {
+        self.messages
+            .iter()
+            .filter(|m| m.channel == channel)
+            .collect()
+    }
 }
 
 impl ClientState {
@@ -103,14 +133,23 @@ impl ClientState {
 
 enum ClientCmd {
     AcceptOffer(String, oneshot::Sender<Result<String, String>>),
-    /// Adds a sendonly video m-line (a screen share) and returns the new offer.
-    AddVideo(oneshot::Sender<String>),
+    /// Adds a sendonly video m-line (a screen share) and returns the new offer and its mid.
+    AddVideo(oneshot::Sender<(String, Mid)>),
     AcceptAnswer(String),
     /// Moves to a new socket (a new address, as when a phone leaves Wi-Fi) and restarts ICE:
     /// returns the new offer.
     RestartIce(oneshot::Sender<String>),
     /// Sends a PLI on every received video m-line, as a browser whose decoder lost state.
     RequestKeyframe(oneshot::Sender<usize>),
+    /// Opens a data channel (ordered, reliable) with this label.
+    OpenChannel(String),
+    /// Writes a message on the open channel with this label: whether str0m took it.
+    Send {
+        channel: String,
+        binary: bool,
+        data: Vec<u8>,
+        reply: oneshot::Sender<bool>,
+    },
     Stop,
 }
 
@@ -147,10 +186,10 @@ impl TestClient {
         rx.await.map_err(|_| "client stopped".to_string())?
     }
 
-    /// Adds a screen-share video track: returns the client's new offer. Its answer goes back
-    /// through [`TestClient::accept_answer`]; frames then flow with indexes from
-    /// [`ADDED_TRACK_BASE`].
-    pub async fn add_video(&self) -> String {
+    /// Adds a screen-share video track: returns the client's new offer and the track's mid.
+    /// Its answer goes back through [`TestClient::accept_answer`]; frames then flow with
+    /// indexes from [`ADDED_TRACK_BASE`].
+    pub async fn add_video(&self) -> (String, Mid) {
         let (tx, rx) = oneshot::channel();
         self.cmds.send(ClientCmd::AddVideo(tx)).await.unwrap();
         rx.await.unwrap()
@@ -172,6 +211,30 @@ impl TestClient {
             .await
             .unwrap();
         rx.await.unwrap()
+    }
+
+    /// Opens a data channel to the engine; `channels_opened` lists it once it is open.
+    pub async fn open_channel(&self, label: &str) {
+        self.cmds
+            .send(ClientCmd::OpenChannel(label.to_owned()))
+            .await
+            .unwrap();
+    }
+
+    /// Writes a message on the open channel `channel`; `false` if there is no such open
+    /// channel or str0m's send buffer is full.
+    pub async fn send(&self, channel: &str, binary: bool, data: &[u8]) -> bool {
+        let (reply, rx) = oneshot::channel();
+        let cmd = ClientCmd::Send {
+            channel: channel.to_owned(),
+            binary,
+            data: data.to_vec(),
+            reply,
+        };
+        if self.cmds.send(cmd).await.is_err() {
+            return false;
+        }
+        rx.await.unwrap_or(false)
     }
 
     pub async fn accept_answer(&self, sdp: String) {
@@ -326,6 +389,7 @@ async fn drive(
     mut cmds: mpsc::Receiver<ClientCmd>,
 ) {
     let mut buf = vec![0u8; 2048];
+    let mut channels: HashMap<ChannelId, String> = HashMap::new();
     let start = Instant::now();
     let video_interval = Duration::from_micros(1_000_000 / VIDEO_FPS);
     let mut next_video = start;
@@ -355,7 +419,10 @@ async fn drive(
                 Ok(Output::Transmit(t)) => {
                     let _ = b.socket.send_to(&t.contents, t.destination).await;
                 }
-                Ok(Output::Event(e)) => handle_event(&b.rtc, e, &state, &mut streams),
+                Ok(Output::Event(e)) => {
+                    handle_channel_event(&mut channels, &e, &state);
+                    handle_event(&b.rtc, e, &state, &mut streams);
+                }
                 Err(e) => panic!("test client failed: {e}"),
             }
         };
@@ -383,7 +450,9 @@ async fn drive(
                         .and_then(|o| b.rtc.sdp_api().accept_offer(o).map_err(|e| e.to_string()))
                         .map(|a| a.to_sdp_string());
                     if result.is_ok() {
-                        state.lock().unwrap().offers_answered += 1;
+                        let mut s = state.lock().unwrap();
+                        s.offers_answered += 1;
+                        s.offers.push(sdp);
                     }
                     let _ = reply.send(result);
                 }
@@ -398,7 +467,7 @@ async fn drive(
                         want_keyframe: true,
                         base: ADDED_TRACK_BASE,
                     });
-                    let _ = reply.send(offer.to_sdp_string());
+                    let _ = reply.send((offer.to_sdp_string(), mid));
                 }
                 Some(ClientCmd::AcceptAnswer(sdp)) => b.accept_answer(&sdp),
                 Some(ClientCmd::RestartIce(reply)) => {
@@ -428,6 +497,17 @@ async fn drive(
                             })
                         })
                         .count();
+                    let _ = reply.send(sent);
+                }
+                Some(ClientCmd::OpenChannel(label)) => {
+                    let config = ChannelConfig { label, ..ChannelConfig::default() };
+                    b.rtc.direct_api().create_data_channel(config);
+                }
+                Some(ClientCmd::Send { channel, binary, data, reply }) => {
+                    let id = channels.iter().find(|(_, l)| **l == channel).map(|(id, _)| *id);
+                    let sent = id
+                        .and_then(|id| b.rtc.channel(id))
+                        .is_some_and(|mut ch| ch.write(binary, &data).unwrap_or(false));
                     let _ = reply.send(sent);
                 }
                 Some(ClientCmd::Stop) | None => return,
@@ -476,6 +556,35 @@ async fn drive(
                 audio_index += 1;
             }
         }
+    }
+}
+
+/// Keeps the open channels by id and logs channel events to the state.
+fn handle_channel_event(
+    channels: &mut HashMap<ChannelId, String>,
+    event: &Event,
+    state: &Mutex<ClientState>,
+) {
+    let mut s = state.lock().unwrap();
+    match event {
+        Event::ChannelOpen(id, label) => {
+            channels.insert(*id, label.clone());
+            s.channels_opened.push(label.clone());
+        }
+        Event::ChannelData(d) => {
+            let channel = channels.get(&d.id).cloned().unwrap_or_default();
+            s.messages.push(Message {
+                channel,
+                binary: d.binary,
+                data: d.data.clone(),
+            });
+        }
+        Event::ChannelClose(id) => {
+            if let Some(label) = channels.remove(id) {
+                s.channels_closed.push(label);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -569,6 +678,11 @@ struct Peer {
     cmds: mpsc::Sender<ClientCmd>,
 }
 
+/// The label a test participant joins with: `user<id>`.
+pub fn label(id: ParticipantId) -> String {
+    format!("user{}", id.0)
+}
+
 pub fn test_config() -> WorkerConfig {
     WorkerConfig {
         bind: (Ipv4Addr::LOCALHOST, 0).into(),
@@ -618,13 +732,17 @@ impl Harness {
         }
     }
 
-    /// Joins `id` to `room`, negotiates, and starts the client.
+    /// Joins `id` (labelled [`label`]) to `room`, negotiates, and starts the client.
     pub async fn connect(&self, room: &str, id: u64, role: Role) -> TestClient {
         let id = ParticipantId(id);
-        let handle = self.pool.join(RoomId::new(room), id).await.unwrap();
+        let handle = self
+            .pool
+            .join(RoomId::new(room), id, &label(id))
+            .await
+            .unwrap();
         let mut browser = Browser::new(role).await;
         let offer = browser.offer();
-        let answer = handle.accept_offer(&offer).await.unwrap();
+        let answer = handle.accept_offer(&offer, &[]).await.unwrap();
         browser.accept_answer(&answer);
         // Registered before the client runs: the engine's first renegotiation offer can
         // only come once it has connected.
