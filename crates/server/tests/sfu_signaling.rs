@@ -80,7 +80,10 @@ async fn offers_to_the_server_are_answered_by_the_media_engine() {
 
     let (status, metrics) = http_get(addr, "/metrics").await;
     assert_eq!(status, 200);
-    assert!(metrics.contains("switchboard_sfu_participants 1"), "{metrics}");
+    assert!(
+        metrics.contains("switchboard_sfu_participants 1"),
+        "{metrics}"
+    );
     assert!(metrics.contains("switchboard_sfu_workers 1"), "{metrics}");
 
     // Leaving ends the media session.
