@@ -289,6 +289,11 @@ pub enum ServerMessage {
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<u64>,
     },
+    /// The room changed topology: a broadcast outgrew peer-to-peer and now goes through the
+    /// SFU. Close peer connections and negotiate with [`SFU_PARTICIPANT`].
+    ModeChanged {
+        mode: Mode,
+    },
     Error {
         code: ErrorCode,
         message: String,

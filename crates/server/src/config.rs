@@ -119,6 +119,9 @@ pub struct Config {
     pub max_sfu_participants: usize,
     /// Topology of rooms whose first `join` names no `mode`: `p2p` or `sfu`.
     pub default_mode: Mode,
+    /// A peer-to-peer broadcast (`/sender` → `/receiver`) with more receivers than this moves
+    /// to the SFU (when on); 0 keeps broadcasts peer-to-peer.
+    pub sfu_broadcast_threshold: usize,
 }
 
 impl Default for Config {
@@ -166,6 +169,7 @@ impl Default for Config {
             sfu_workers: 0,
             max_sfu_participants: limits.max_sfu_participants,
             default_mode: limits.default_mode,
+            sfu_broadcast_threshold: limits.sfu_broadcast_threshold,
         }
     }
 }
@@ -194,6 +198,7 @@ impl Config {
             sfu_available: self.sfu_addr.is_some(),
             max_sfu_participants: self.max_sfu_participants,
             default_mode: self.default_mode,
+            sfu_broadcast_threshold: self.sfu_broadcast_threshold,
         }
     }
 
@@ -547,6 +552,9 @@ struct Cli {
     /// Peers per SFU room [default: 50].
     #[arg(long, env = "SWITCHBOARD_MAX_SFU_PARTICIPANTS")]
     max_sfu_participants: Option<usize>,
+    /// Receivers above which a broadcast moves to the SFU, 0 = never [default: 3].
+    #[arg(long, env = "SWITCHBOARD_SFU_BROADCAST_THRESHOLD")]
+    sfu_broadcast_threshold: Option<usize>,
     /// Topology of rooms created without a mode: p2p or sfu [default: p2p].
     #[arg(long, env = "SWITCHBOARD_DEFAULT_MODE", value_parser = ["p2p", "sfu"])]
     default_mode: Option<String>,
@@ -641,7 +649,8 @@ impl Cli {
             turn_deny_peers,
             admin_key,
             sfu_workers,
-            max_sfu_participants
+            max_sfu_participants,
+            sfu_broadcast_threshold
         );
         if self.web_dir.is_some() {
             config.web_dir = self.web_dir;

@@ -435,13 +435,11 @@ impl Hub {
                     participant,
                     room,
                     conn,
-                } => match outbox(conn) {
-                    Some(outbox) => BridgeCommand::Join {
-                        participant,
-                        room,
-                        outbox,
-                    },
-                    None => continue,
+                } => BridgeCommand::Join {
+                    participant,
+                    room,
+                    // A member whose socket is down gets a closed outbox until it resumes.
+                    outbox: conn.and_then(outbox).unwrap_or_else(|| self::outbox().0),
                 },
                 MediaAction::Attach { participant, conn } => match outbox(conn) {
                     Some(outbox) => BridgeCommand::Attach {

@@ -39,11 +39,12 @@ pub struct Output {
 /// ([`SFU_PARTICIPANT`]) end up here rather than in a participant's outbox.
 #[derive(Debug, Clone, PartialEq)]
 pub enum MediaAction {
-    /// A participant entered an SFU room; the engine's messages for it go to `conn`.
+    /// A participant entered an SFU room (or its room became one); the engine's messages
+    /// for it go to `conn` (`None`: its socket is down until it resumes).
     Join {
         participant: ParticipantId,
         room: String,
-        conn: ConnId,
+        conn: Option<ConnId>,
     },
     /// The participant resumed on another connection; its messages go there now.
     Attach {
@@ -631,11 +632,18 @@ impl Signaling {
             }
         };
         let id = self.add_participant(conn, room_name, name, role);
+        let mode =
+            if mode == Mode::P2p && role == Role::Receiver && self.broadcast_outgrown(room_name) {
+                self.move_to_sfu(room_name, &id);
+                Mode::Sfu
+            } else {
+                mode
+            };
         if mode == Mode::Sfu {
             self.media.push_back(MediaAction::Join {
                 participant: id.clone(),
                 room: room_name.to_owned(),
-                conn,
+                conn: Some(conn),
             });
         }
         let others = self.other_connections(room_name, &id);
@@ -985,6 +993,52 @@ impl Signaling {
                     id: participant.id,
                     reason,
                 },
+            });
+        }
+    }
+
+    /// Whether a peer-to-peer broadcast room now has more receivers than a sender should
+    /// upload to, and the SFU could take it.
+    fn broadcast_outgrown(&self, room_name: &str) -> bool {
+        let threshold = self.limits.sfu_broadcast_threshold;
+        if threshold == 0 || !self.limits.sfu_available {
+            return false;
+        }
+        let Some(room) = self.rooms.get(room_name) else {
+            return false;
+        };
+        let (_, receivers, _) = self.room_census(room);
+        !room.random && receivers > threshold
+    }
+
+    /// Moves a room to the SFU: every member but `newcomer` (whose `joined` will say so) is
+    /// told, and the engine learns of each. Members whose socket is down join the engine
+    /// without one; they get `mode-changed`'s effect from the mode in their resumed `joined`.
+    fn move_to_sfu(&mut self, room_name: &str, newcomer: &str) {
+        let Some(room) = self.rooms.get_mut(room_name) else {
+            return;
+        };
+        room.mode = Mode::Sfu;
+        let members: Vec<(ParticipantId, Option<ConnId>)> = room
+            .members
+            .iter()
+            .filter(|id| id.as_str() != newcomer)
+            .filter_map(|id| self.participants.get(id))
+            .map(|p| (p.id.clone(), p.conn))
+            .collect();
+        let mut told = Vec::new();
+        for (participant, conn) in members {
+            self.media.push_back(MediaAction::Join {
+                participant,
+                room: room_name.to_owned(),
+                conn,
+            });
+            told.extend(conn);
+        }
+        if !told.is_empty() {
+            self.outputs.push_back(Output {
+                to: Recipients::Many(told),
+                msg: ServerMessage::ModeChanged { mode: Mode::Sfu },
             });
         }
     }

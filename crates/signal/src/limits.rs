@@ -27,6 +27,9 @@ pub struct Limits {
     pub sfu_available: bool,
     /// The mode of a room whose first join names none.
     pub default_mode: Mode,
+    /// A peer-to-peer broadcast room (a sender and receivers) with more receivers than this
+    /// moves to the SFU, if available; 0 never moves one.
+    pub sfu_broadcast_threshold: usize,
 }
 
 impl Default for Limits {
@@ -41,6 +44,7 @@ impl Default for Limits {
             resume_grace: Duration::from_secs(15),
             sfu_available: false,
             default_mode: Mode::P2p,
+            sfu_broadcast_threshold: 3,
         }
     }
 }

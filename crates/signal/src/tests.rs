@@ -813,12 +813,12 @@ fn sfu_members_talk_to_the_engine_and_peer_relays_still_work() {
             MediaAction::Join {
                 participant: a.clone(),
                 room: "r".into(),
-                conn: 1
+                conn: Some(1)
             },
             MediaAction::Join {
                 participant: b.clone(),
                 room: "r".into(),
-                conn: 2
+                conn: Some(2)
             },
         ]
     );
@@ -940,4 +940,79 @@ fn sfu_rooms_have_their_own_size_limit() {
     h.join(3, "r", "P3", Role::Peer);
     let out = h.send(4, join_sfu("r", "P4"));
     assert_eq!(error_code(&out), ErrorCode::RoomFull);
+}
+
+#[test]
+fn a_broadcast_with_more_receivers_than_the_threshold_moves_to_the_sfu() {
+    let limits = Limits {
+        sfu_broadcast_threshold: 2,
+        ..sfu_limits()
+    };
+    let mut h = Harness::new(limits);
+    for conn in 1..=5 {
+        h.connect(conn);
+    }
+    let sender = h.join(1, "show", "Host", Role::Sender);
+    let r1 = h.join(2, "show", "R1", Role::Receiver);
+    // R2's socket drops before the move; it stays a member through its grace period.
+    let r2 = h.join(3, "show", "R2", Role::Receiver);
+    h.core.disconnect(3, h.now);
+    h.drain();
+    assert!(h.media().is_empty(), "two receivers: still peer-to-peer");
+
+    let out = h.send(4, join("show", "R3", Role::Receiver));
+    let r3 = match &out.last().unwrap().msg {
+        ServerMessage::Joined { mode, id, .. } => {
+            assert_eq!(*mode, Mode::Sfu, "the newcomer joins the SFU room");
+            id.clone()
+        }
+        other => panic!("{other:?}"),
+    };
+    assert!(out.contains(&Output {
+        to: Recipients::Many(vec![1, 2]),
+        msg: ServerMessage::ModeChanged { mode: Mode::Sfu },
+    }));
+    let joins: Vec<_> = h
+        .media()
+        .into_iter()
+        .map(|action| match action {
+            MediaAction::Join {
+                participant, conn, ..
+            } => (participant, conn),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        joins,
+        [(sender, Some(1)), (r1, Some(2)), (r2, None), (r3, Some(4))]
+    );
+    // The room stays with the SFU; a mesh of peers never moves.
+    let out = h.send(5, join("show", "R4", Role::Receiver));
+    assert!(matches!(
+        &out.last().unwrap().msg,
+        ServerMessage::Joined {
+            mode: Mode::Sfu,
+            ..
+        }
+    ));
+    let room = h.core.room("show").unwrap();
+    assert_eq!(room.mode, Mode::Sfu);
+}
+
+#[test]
+fn peer_rooms_and_disabled_thresholds_stay_peer_to_peer() {
+    let limits = Limits {
+        sfu_broadcast_threshold: 0,
+        ..sfu_limits()
+    };
+    let mut h = Harness::new(limits);
+    for conn in 1..=6 {
+        h.connect(conn);
+    }
+    h.join(1, "show", "Host", Role::Sender);
+    for conn in 2..=6 {
+        h.join(conn, "show", "R", Role::Receiver);
+    }
+    assert_eq!(h.core.room("show").unwrap().mode, Mode::P2p);
+    assert!(h.media().is_empty());
 }
