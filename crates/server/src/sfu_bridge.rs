@@ -478,6 +478,7 @@ impl Bridge {
                 }
             }
             SfuEvent::TrackPublished(_) | SfuEvent::TrackUnpublished { .. } => {}
+            SfuEvent::DominantSpeaker { .. } => {}
         }
     }
 

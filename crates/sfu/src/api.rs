@@ -14,6 +14,7 @@ use crate::error::SfuError;
 use crate::ids::{
     LeaveReason, ParticipantId, RoomId, TrackId, TrackInfo, TrackSource, check_label,
 };
+use crate::quality::Quality;
 use crate::router::{Limits, RouterStats};
 use crate::sdp::MAX_MEDIA_SECTIONS;
 use crate::worker;
@@ -33,6 +34,8 @@ pub struct WorkerConfig {
     pub idle_timeout: Duration,
     /// Rooms, participants, tracks, keyframe request rate.
     pub limits: Limits,
+    /// Layer choice from bandwidth estimates and tile sizes, and dominant-speaker detection.
+    pub quality: Quality,
     /// Commands queued from the signaling side before callers wait.
     pub command_queue: usize,
     /// Events queued towards the signaling side before they are dropped.
@@ -51,6 +54,7 @@ impl Default for WorkerConfig {
             connect_timeout: Duration::from_secs(15),
             idle_timeout: Duration::from_secs(15),
             limits: Limits::default(),
+            quality: Quality::default(),
             command_queue: 256,
             event_queue: 1024,
             socket_buffer: 4 * 1024 * 1024,
@@ -90,6 +94,16 @@ pub enum SfuEvent {
         participant: ParticipantId,
         /// The SDP offer.
         sdp: String,
+    },
+    /// The loudest speaker of `room` changed: `participant`'s microphone has led the room's
+    /// audio levels for [`Quality::dominant_speaker_hold`] (1 s). At most one per that period
+    /// per room; silence changes nothing (the last speaker stays dominant), and no event comes
+    /// when the dominant speaker leaves.
+    DominantSpeaker {
+        /// The room.
+        room: RoomId,
+        /// Who speaks.
+        participant: ParticipantId,
     },
 }
 
@@ -151,6 +165,12 @@ pub struct ParticipantSnapshot {
     pub bytes_in: u64,
     /// UDP payload bytes sent to it.
     pub bytes_out: u64,
+    /// The smoothed level of its microphone in dB below overload (RFC 6464: 0 is the
+    /// loudest, 127 silence), when its audio packets carried one in the last second.
+    pub audio_level: Option<u8>,
+    /// The engine's bandwidth estimate towards it, in bit/s (str0m's congestion control),
+    /// once it receives media.
+    pub bandwidth_estimate: Option<u64>,
 }
 
 pub(crate) enum Command {
@@ -181,6 +201,13 @@ pub(crate) enum Command {
         participant: ParticipantId,
         track: TrackId,
         receive: bool,
+        reply: oneshot::Sender<Result<(), SfuError>>,
+    },
+    SetMaxResolution {
+        participant: ParticipantId,
+        track: TrackId,
+        width: u32,
+        height: u32,
         reply: oneshot::Sender<Result<(), SfuError>>,
     },
     SetSource {
@@ -364,7 +391,10 @@ impl ParticipantHandle {
         rx.await.map_err(|_| SfuError::WorkerGone)?
     }
 
-    /// Chooses which simulcast layer of `track` this participant receives.
+    /// Caps the simulcast layer of `track` this participant receives at `rid`: it gets that
+    /// layer, or a lower one when its bandwidth estimate or tile size
+    /// ([`ParticipantHandle::set_max_resolution`]) calls for less. Without a cap it gets the
+    /// best layer that fits. Layer changes take effect at the new layer's next keyframe.
     pub async fn select_layer(&self, track: TrackId, rid: &str) -> Result<(), SfuError> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::SelectLayer {
@@ -385,6 +415,32 @@ impl ParticipantHandle {
             participant: self.id,
             track,
             receive,
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| SfuError::WorkerGone)?
+    }
+
+    /// Tells the size, in pixels, of the tile this participant shows `track` in: it gets the
+    /// smallest simulcast layer that covers it (or a lower one if its bandwidth calls for
+    /// less). Layer sizes come from the video's keyframes where the codec says them (VP8);
+    /// otherwise the top layer is taken as 1280×720 and each lower layer as half the size of
+    /// the one above (the usual full, ½, ¼ ladder), layers being ordered by their measured
+    /// bitrate. 0×0 hides the track: nothing is forwarded, as with `set_receiving(false)`,
+    /// until a non-zero size arrives (then from a keyframe); `set_receiving(true)` does not
+    /// undo it.
+    pub async fn set_max_resolution(
+        &self,
+        track: TrackId,
+        width: u32,
+        height: u32,
+    ) -> Result<(), SfuError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::SetMaxResolution {
+            participant: self.id,
+            track,
+            width,
+            height,
             reply,
         })
         .await?;

@@ -1,11 +1,13 @@
 //! One participant's WebRTC session inside a worker: its label, its str0m [`Rtc`], the state
 //! of SDP negotiation (which subscriptions wait for an m-line, which m-lines must stop, which
-//! sources its own offer declared), its data channels ([`DataChannels`]), the socket addresses
-//! it was seen from, and its deadlines.
+//! sources its own offer declared), its data channels ([`DataChannels`]), the timing of its
+//! media (its capture clock as a publisher, the RTP timeline of each m-line it receives; see
+//! [`crate::sync`]), the socket addresses it was seen from, and its deadlines.
 //!
 //! A `Client` decides nothing about routing (that is the [`Router`](crate::Router)'s job) and
 //! never touches the socket: the worker moves bytes in and out.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,6 +18,7 @@ use str0m::media::{Direction, Mid};
 
 use crate::channels::DataChannels;
 use crate::ids::{ParticipantId, RoomId, TrackId, TrackInfo, TrackSource};
+use crate::sync::{CaptureClock, OutTimeline};
 
 /// Source addresses remembered per client for demultiplexing (ICE may try a few).
 pub(crate) const MAX_ADDRS: usize = 4;
@@ -52,6 +55,13 @@ pub(crate) struct Client {
     pub(crate) declared_sources: Vec<(Mid, TrackSource)>,
     /// Its data channels to the engine, and those the engine relays to it.
     pub(crate) data: DataChannels,
+    /// Its capture clock on ours, for the wallclock of the frames it publishes.
+    pub(crate) capture: CaptureClock,
+    /// The RTP timeline of each m-line the engine sends it media on.
+    pub(crate) timelines: HashMap<Mid, OutTimeline>,
+    /// str0m's congestion control has estimated the bandwidth towards it from TWCC feedback
+    /// (then its REMB reports, if any, are ignored).
+    pub(crate) twcc: bool,
     /// Our renegotiation offer waiting for the client's answer.
     pending: Option<SdpPendingOffer>,
     /// Subscriptions whose m-line is in the pending offer.
@@ -89,6 +99,9 @@ impl Client {
             offer_retry_at: None,
             declared_sources: Vec::new(),
             data: DataChannels::default(),
+            capture: CaptureClock::default(),
+            timelines: HashMap::new(),
+            twcc: false,
             pending: None,
             negotiating: Vec::new(),
             stopping: Vec::new(),
@@ -126,6 +139,7 @@ impl Client {
         self.to_open.retain(|&t| t != track);
         if let Some(mid) = out_mid {
             self.to_stop.push(mid);
+            self.timelines.remove(&mid);
         }
         // One still in a pending offer is stopped when its answer arrives (see
         // `answer_accepted`), since the router no longer knows it.

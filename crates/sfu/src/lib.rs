@@ -4,8 +4,10 @@
 //! the room. The crate has three parts:
 //!
 //! - [`Router`], the routing core: rooms, participants, published tracks, subscriptions,
-//!   simulcast layer choice, keyframe gating and keyframe-request rate limiting. Pure logic
-//!   over values and an [`Instant`](std::time::Instant) passed in; tested with a fake clock.
+//!   simulcast layer choice (from each subscriber's bandwidth estimate and tile sizes),
+//!   keyframe gating and keyframe-request rate limiting, audio levels and dominant speakers.
+//!   Pure logic over values and an [`Instant`](std::time::Instant) passed in; tested with a
+//!   fake clock.
 //! - The worker ([`spawn`]): one tokio task owning one UDP socket (ICE-lite, a single port for
 //!   every session) and every str0m `Rtc` of its rooms. It demultiplexes datagrams, drives
 //!   str0m's timers, forwards media frames between sessions as the router decides, and relays
@@ -51,6 +53,18 @@
 //! it closes its channel or leaves. What a participant writes on a channel the engine opened
 //! goes nowhere.
 //!
+//! Quality, tuned by [`Quality`]: str0m's bandwidth estimation runs for every session, and each
+//! subscriber gets, per video track, the best simulcast layer that fits its estimate (audio
+//! first, the rest spread over its tracks; down at once, up only after the estimate has held
+//! for a few seconds), capped by [`ParticipantHandle::select_layer`] and by the tile size it
+//! reports with [`ParticipantHandle::set_max_resolution`]; layer switches wait for a keyframe.
+//! Frames are written with their publisher's capture time (from its sender reports) and
+//! continuous timestamps across layer switches, so the sender reports subscribers get keep a
+//! publisher's audio and video in sync. Lost packets are asked for again (NACK) and resent
+//! (RTX) by str0m on both legs. Audio levels (RFC 6464) are smoothed per participant
+//! ([`ParticipantSnapshot::audio_level`]) and the loudest speaker of a room, once it has led
+//! for a second, is announced with [`SfuEvent::DominantSpeaker`].
+//!
 //! Offers cross sometimes (both sides renegotiate at once). The engine yields: it accepts the
 //! browser's offer, forgets its own and offers again afterwards, so a browser may simply
 //! ignore an engine offer that arrives while its own is outstanding (in "perfect negotiation"
@@ -64,8 +78,10 @@ mod client;
 mod error;
 mod ids;
 mod pool;
+mod quality;
 mod router;
 mod sdp;
+mod sync;
 mod worker;
 
 pub use crate::api::{
@@ -75,5 +91,6 @@ pub use crate::api::{
 pub use crate::error::{RouteError, SdpError, SfuError};
 pub use crate::ids::{LeaveReason, ParticipantId, RoomId, TrackId, TrackInfo, TrackSource};
 pub use crate::pool::Sfu;
+pub use crate::quality::Quality;
 pub use crate::router::{Forward, Limits, Router, RouterOutput, RouterStats, SubscriptionState};
 pub use str0m;

@@ -20,6 +20,16 @@
 //! buffer, capped per session, so a receiver that cannot keep up loses messages (counted)
 //! rather than growing the worker. See [`crate::channels`].
 //!
+//! Quality: every session has str0m's bandwidth estimation on; its estimates go to the router,
+//! which chooses the simulcast layers each subscriber gets and tells each session's congestion
+//! control what to probe for. Frames feed the router's bitrate meters, VP8 keyframe sizes and
+//! RFC 6464 audio levels (dominant speaker). They are written with the publisher's capture
+//! time and, across layer switches, continuous RTP timestamps ([`crate::sync`]), so the sender
+//! reports str0m makes for each subscriber keep audio and video in sync. The audio level,
+//! talkspurt marker and video orientation of each frame go along with it. Lost packets are
+//! str0m's business: it asks publishers for them (NACK) and answers subscribers' NACKs from
+//! its send buffer (RTX where negotiated).
+//!
 //! It never blocks on a client: a full socket buffer drops the datagram (UDP may), a full event
 //! queue drops the event and counts it.
 
@@ -29,9 +39,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::channel::{ChannelConfig, ChannelData, ChannelId};
 use str0m::config::{CryptoProvider, DtlsCert};
+use str0m::format::Codec;
 use str0m::ice::StunMessage;
 use str0m::media::{Direction, KeyframeRequestKind, MediaData, Mid};
 use str0m::net::{DatagramRecv, Protocol, Receive};
@@ -45,6 +57,7 @@ use crate::channels::{self, MAX_CHANNEL_LABEL, Route};
 use crate::client::Client;
 use crate::error::{RouteError, SdpError, SfuError};
 use crate::ids::{LeaveReason, ParticipantId, RoomId, TrackSource};
+use crate::quality::vp8_keyframe_size;
 use crate::router::{Router, RouterOutput};
 use crate::sdp;
 
@@ -56,6 +69,8 @@ const RECV_BATCH: usize = 64;
 const OFFER_RETRY: Duration = Duration::from_millis(250);
 /// Longest sleep when no deadline is due.
 const IDLE_WAKE: Duration = Duration::from_secs(1);
+/// How often sender reports go out for audio (video's are str0m's default, 1 s, too).
+const SENDER_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Binds the media socket, builds the worker and starts its task on the current runtime.
 /// Returns the bound and the announced address.
@@ -97,7 +112,7 @@ pub(crate) async fn start(
         candidate,
         crypto,
         cert,
-        router: Router::new(config.limits.clone()),
+        router: Router::with_quality(config.limits.clone(), config.quality.clone()),
         config,
         clients: HashMap::new(),
         by_addr: HashMap::new(),
@@ -240,6 +255,18 @@ impl Worker {
                 let result = self.router.set_receiving(participant, track, receive, now);
                 let _ = reply.send(result.map_err(SfuError::from));
             }
+            Command::SetMaxResolution {
+                participant,
+                track,
+                width,
+                height,
+                reply,
+            } => {
+                let result = self
+                    .router
+                    .set_max_resolution(participant, track, width, height, now);
+                let _ = reply.send(result.map_err(SfuError::from));
+            }
             Command::SetSource {
                 participant,
                 track,
@@ -262,12 +289,12 @@ impl Worker {
                 let _ = reply.send(stats);
             }
             Command::Rooms { reply } => {
-                let _ = reply.send(self.rooms());
+                let _ = reply.send(self.rooms(now));
             }
         }
     }
 
-    fn rooms(&self) -> Vec<RoomSnapshot> {
+    fn rooms(&self, now: Instant) -> Vec<RoomSnapshot> {
         let mut rooms: BTreeMap<&RoomId, Vec<ParticipantSnapshot>> = BTreeMap::new();
         for c in self.clients.values() {
             let published = self
@@ -283,6 +310,8 @@ impl Worker {
                 subscribed: self.router.subscribed_by(c.id),
                 bytes_in: c.bytes_in,
                 bytes_out: c.bytes_out,
+                audio_level: self.router.audio_level(c.id, now),
+                bandwidth_estimate: self.router.estimate(c.id),
             });
         }
         rooms
@@ -322,6 +351,10 @@ impl Worker {
             .set_crypto_provider(self.crypto.clone())
             .set_dtls_cert(self.cert.clone())
             .set_sctp_max_buffered_amount(channels::SEND_BUFFER)
+            .enable_bwe(Some(Bitrate::bps(self.config.quality.initial_estimate)))
+            // Browsers sync audio to video from sender reports; str0m's default for audio
+            // (5 s) would leave a new subscriber out of sync for several seconds.
+            .set_rtcp_report_interval_audio(SENDER_REPORT_INTERVAL)
             .build(now);
         rtc.add_local_candidate(self.candidate.clone());
         (rtc, ufrag)
@@ -640,6 +673,26 @@ impl Worker {
                     self.mark_dirty(subscriber);
                 }
             }
+            RouterOutput::SetBitrate {
+                subscriber,
+                minimum,
+                desired,
+            } => {
+                if let Some(rtc) = self
+                    .clients
+                    .get_mut(&subscriber)
+                    .and_then(|c| c.rtc.as_mut())
+                {
+                    rtc.bwe()
+                        .set_bitrate(Bitrate::bps(minimum), Bitrate::bps(desired));
+                    self.mark_dirty(subscriber);
+                }
+            }
+            RouterOutput::DominantSpeaker { room, participant } => {
+                debug!(%room, %participant, "dominant speaker");
+                let event = SfuEvent::DominantSpeaker { room, participant };
+                emit(&self.events, &mut self.stats, event);
+            }
             RouterOutput::RequestKeyframe {
                 publisher,
                 mid,
@@ -801,6 +854,19 @@ impl Worker {
             Event::MediaData(data) => self.forward(id, data, now),
             Event::KeyframeRequest(req) => {
                 self.router.on_subscriber_keyframe_request(id, req.mid, now);
+            }
+            // What the engine can send to this participant: str0m's own estimate from TWCC
+            // feedback, or else the receiver's REMB (a browser sends one or the other).
+            Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
+                if let Some(c) = self.clients.get_mut(&id) {
+                    c.twcc = true;
+                }
+                self.router.set_estimate(id, estimate.as_u64(), now);
+            }
+            Event::EgressBitrateEstimate(BweKind::Remb { estimate, .. })
+                if self.clients.get(&id).is_some_and(|c| !c.twcc) =>
+            {
+                self.router.set_estimate(id, estimate.as_u64(), now);
             }
             Event::ChannelOpen(channel, label) => self.channel_opened(id, channel, &label),
             Event::ChannelData(data) => self.relay(id, &data),
@@ -991,7 +1057,8 @@ impl Worker {
         }
     }
 
-    /// Writes one frame to every subscriber the router names, sharing its payload.
+    /// Writes one frame to every subscriber the router names, sharing its payload; first
+    /// tells the router its size, layer size and audio level.
     fn forward(&mut self, publisher: ParticipantId, data: MediaData, now: Instant) {
         let Some(track) = self.router.track_by_mid(publisher, data.mid) else {
             return;
@@ -999,6 +1066,26 @@ impl Worker {
         if !data.contiguous {
             self.router.on_media_gap(track, data.rid, now);
         }
+        let keyframe = data.is_keyframe();
+        self.router.measure(track, data.rid, data.data.len(), now);
+        let ext = &data.ext_vals;
+        if let Some(level) = ext.audio_level {
+            self.router
+                .on_audio_level(track, level.unsigned_abs().min(127), now);
+        }
+        if keyframe
+            && data.params.spec().codec == Codec::Vp8
+            && let Some((width, height)) = vp8_keyframe_size(&data.data)
+        {
+            self.router.on_video_size(track, data.rid, width, height);
+        }
+        let wallclock = match self.clients.get_mut(&publisher) {
+            Some(c) => {
+                c.capture
+                    .wallclock(data.network_time, data.time, data.last_sender_info.as_ref())
+            }
+            None => data.network_time,
+        };
         let Worker {
             router,
             clients,
@@ -1006,11 +1093,16 @@ impl Worker {
             stats,
             ..
         } = self;
-        for f in router.on_media(track, data.rid, data.is_keyframe(), now) {
+        for f in router.on_media(track, data.rid, keyframe, now) {
             let Some(c) = clients.get_mut(&f.subscriber) else {
                 continue;
             };
-            let Some(writer) = c.rtc.as_mut().and_then(|rtc| rtc.writer(f.out_mid)) else {
+            let (time, wallclock) = c
+                .timelines
+                .entry(f.out_mid)
+                .or_default()
+                .map(data.rid, data.time, wallclock);
+            let Some(mut writer) = c.rtc.as_mut().and_then(|rtc| rtc.writer(f.out_mid)) else {
                 continue;
             };
             let Some(pt) = writer.match_params(data.params) else {
@@ -1018,7 +1110,16 @@ impl Worker {
                 stats.frames_dropped += 1;
                 continue;
             };
-            if let Err(e) = writer.write(pt, data.network_time, data.time, data.data.clone()) {
+            if let Some(level) = ext.audio_level {
+                writer = writer.audio_level(level, ext.voice_activity.unwrap_or(false));
+            }
+            if let Some(orientation) = ext.video_orientation {
+                writer = writer.video_orientation(orientation);
+            }
+            if data.audio_start_of_talk_spurt {
+                writer = writer.start_of_talkspurt(true);
+            }
+            if let Err(e) = writer.write(pt, wallclock, time, data.data.clone()) {
                 debug!(subscriber = %f.subscriber, "write: {e}");
                 stats.frames_dropped += 1;
                 continue;

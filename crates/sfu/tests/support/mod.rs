@@ -3,6 +3,12 @@
 //! realistic rates and checks what it receives, opens data channels and logs the messages that
 //! arrive on them, plus a harness that runs a worker and plays the signaling side (relays the
 //! engine's renegotiation offers to the right client).
+//!
+//! Frames are written with their capture time as wallclock (the schedule, 30 and 50 frames
+//! per second from the client's start), so the client's sender reports map RTP time to
+//! capture time exactly; video can be written later than captured (an encoder's delay), audio
+//! can carry an RFC 6464 level, and RTP packets can be dropped on the way in or out to make
+//! the other side ask for them again (NACK).
 
 #![allow(dead_code)]
 
@@ -18,6 +24,7 @@ use str0m::media::{
     SimulcastLayer,
 };
 use str0m::net::{Protocol, Receive};
+use str0m::rtp::rtcp::SenderInfo;
 use str0m::{Candidate, Event, Input, Output, Rtc};
 use switchboard_sfu::{
     ParticipantHandle, ParticipantId, RoomId, Sfu, SfuError, SfuEvent, TrackId, TrackSource,
@@ -33,6 +40,11 @@ const DELTA_BODY: usize = 700;
 const AUDIO_BODY: usize = 76;
 /// VP8 frame tag with P=0 (keyframe), then the keyframe start code and 640x480.
 const VP8_KEY_HEADER: [u8; 10] = [0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0xe0, 0x01];
+/// The same for the lower simulcast layers: 320x240.
+const VP8_KEY_HEADER_SMALL: [u8; 10] = [0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xf0, 0x00];
+/// str0m's payload type for VP8 (the first video codec of its default configuration, in the
+/// test clients' offers and the engine's alike); its retransmissions go as RTX, 97.
+const VP8_PT: u8 = 96;
 /// VP8 frame tag with P=1 (interframe).
 const VP8_DELTA_HEADER: [u8; 3] = [0x11, 0x02, 0x00];
 
@@ -41,7 +53,8 @@ const VP8_DELTA_HEADER: [u8; 3] = [0x11, 0x02, 0x00];
 pub enum Role {
     /// Offers sendonly audio and video and sends Opus and VP8 once connected.
     Publisher,
-    /// Like `Publisher`, with video in two simulcast layers, `h` then `l`.
+    /// Like `Publisher`, with video in two simulcast layers, `h` (640x480) then `l` (320x240,
+    /// frames half the size).
     SimulcastPublisher,
     /// Offers only a data channel (`switchboard`); receives what the engine adds by
     /// renegotiation.
@@ -73,6 +86,8 @@ pub struct Received {
     pub out_of_order: u32,
     /// Each change of simulcast layer: (first frame index on the new layer, was keyframe).
     pub layer_switches: Vec<(u32, bool)>,
+    /// The RFC 6464 level (dBov) of the last frame that carried one.
+    pub audio_level: Option<i8>,
 }
 
 /// Frame indexes of simulcast layer `n` start at `n * LAYER_STRIDE`.
@@ -99,6 +114,15 @@ pub struct ClientState {
     pub channels_closed: Vec<String>,
     /// Data-channel messages received, in order.
     pub messages: Vec<Message>,
+    /// Sender reports for incoming m-lines, in order.
+    pub sender_reports: Vec<(Mid, SenderInfo)>,
+    /// NACKs sent for each incoming m-line, and received for each outgoing one (from str0m's
+    /// statistics).
+    pub nacks_sent: HashMap<Mid, u64>,
+    pub nacks_received: HashMap<Mid, u64>,
+    /// RTP packets dropped on arrival, and before sending (see [`TestClient::lose`]).
+    pub dropped_in: u32,
+    pub dropped_out: u32,
 }
 
 impl ClientState {
@@ -150,7 +174,49 @@ enum ClientCmd {
         data: Vec<u8>,
         reply: oneshot::Sender<bool>,
     },
+    /// The RFC 6464 level (dBov, 0 to -127) the audio frames carry from now on.
+    SetAudioLevel(Option<i8>),
+    /// Writes video frames this long after their capture time.
+    SetVideoDelay(Duration),
+    /// Drops every `every`-th video RTP packet, `count` times, arriving or leaving.
+    Lose(Loss),
     Stop,
+}
+
+/// RTP packets to drop in one direction: every `every`-th video packet, `count` times.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Loss {
+    pub incoming: bool,
+    pub every: u32,
+    pub count: u32,
+    seen: u32,
+}
+
+impl Loss {
+    pub fn new(incoming: bool, every: u32, count: u32) -> Self {
+        Loss {
+            incoming,
+            every,
+            count,
+            seen: 0,
+        }
+    }
+
+    /// Whether to drop this datagram: a VP8 RTP packet (RFC 7983: first byte 128-191; the
+    /// payload type follows, after the marker bit; SRTP leaves the header readable), the
+    /// `every`-th, while drops are left. Retransmissions (RTX) and padding are never dropped.
+    fn drop(&mut self, datagram: &[u8]) -> bool {
+        let vp8 = matches!(datagram, [128..=191, pt, ..] if pt & 0x7f == VP8_PT);
+        if self.count == 0 || !vp8 {
+            return false;
+        }
+        self.seen += 1;
+        if !self.seen.is_multiple_of(self.every.max(1)) {
+            return false;
+        }
+        self.count -= 1;
+        true
+    }
 }
 
 /// One video stream the client sends: an m-line, a simulcast layer, its frame indexes.
@@ -160,6 +226,8 @@ struct VideoStream {
     want_keyframe: bool,
     /// Added to the frame number, so the receiver can tell streams apart.
     base: u32,
+    /// A lower simulcast layer: 320x240, half-size frames.
+    small: bool,
 }
 
 /// Frame indexes of a video track added later (a screen share) start here.
@@ -241,6 +309,21 @@ impl TestClient {
         self.cmds.send(ClientCmd::AcceptAnswer(sdp)).await.unwrap();
     }
 
+    /// The RFC 6464 level (dBov, 0 to -127) audio frames carry from now on; `None` for none.
+    pub async fn set_audio_level(&self, level: Option<i8>) {
+        let _ = self.cmds.send(ClientCmd::SetAudioLevel(level)).await;
+    }
+
+    /// Writes video frames `delay` after their capture time from now on, like an encoder.
+    pub async fn set_video_delay(&self, delay: Duration) {
+        let _ = self.cmds.send(ClientCmd::SetVideoDelay(delay)).await;
+    }
+
+    /// Drops RTP packets on the way in or out (see [`Loss`]).
+    pub async fn lose(&self, loss: Loss) {
+        let _ = self.cmds.send(ClientCmd::Lose(loss)).await;
+    }
+
     /// Stops sending and answering (the socket closes).
     pub async fn stop(&self) {
         let _ = self.cmds.send(ClientCmd::Stop).await;
@@ -266,7 +349,10 @@ impl Browser {
         // Like a browser's, large enough to ride out a busy test machine.
         let _ = socket2::SockRef::from(&socket).set_recv_buffer_size(1 << 20);
         let local = socket.local_addr().unwrap();
-        let mut rtc = Rtc::builder().build(Instant::now());
+        let mut rtc = Rtc::builder()
+            .set_rtcp_report_interval_audio(Duration::from_secs(1))
+            .set_stats_interval(Some(Duration::from_millis(500)))
+            .build(Instant::now());
         rtc.add_local_candidate(Candidate::host(local, "udp").unwrap());
         Browser {
             rtc,
@@ -328,16 +414,16 @@ impl Browser {
     }
 }
 
-/// Frame `index` of the synthetic VP8 stream.
-pub fn video_frame(index: u32, keyframe: bool) -> Vec<u8> {
+/// Frame `index` of the synthetic VP8 stream (of a lower simulcast layer if `small`).
+pub fn video_frame(index: u32, keyframe: bool, small: bool) -> Vec<u8> {
     let mut v = Vec::with_capacity(KEYFRAME_BODY + 16);
-    if keyframe {
-        v.extend_from_slice(&VP8_KEY_HEADER);
-    } else {
-        v.extend_from_slice(&VP8_DELTA_HEADER);
+    match (keyframe, small) {
+        (true, false) => v.extend_from_slice(&VP8_KEY_HEADER),
+        (true, true) => v.extend_from_slice(&VP8_KEY_HEADER_SMALL),
+        (false, _) => v.extend_from_slice(&VP8_DELTA_HEADER),
     }
     let len = if keyframe { KEYFRAME_BODY } else { DELTA_BODY };
-    append_body(&mut v, index, len);
+    append_body(&mut v, index, if small { len / 2 } else { len });
     v
 }
 
@@ -396,6 +482,10 @@ async fn drive(
     let mut next_audio = start;
     let mut video_index = 0u32;
     let mut audio_index = 0u32;
+    let mut audio_level: Option<i8> = None;
+    let mut video_delay = Duration::ZERO;
+    let mut loss_in = Loss::default();
+    let mut loss_out = Loss::default();
     let media_mids = b.media_mids;
     let mut streams: Vec<VideoStream> = match media_mids {
         Some((_, video)) => b
@@ -407,6 +497,7 @@ async fn drive(
                 rid: *rid,
                 want_keyframe: true,
                 base: n as u32 * LAYER_STRIDE,
+                small: n > 0,
             })
             .collect(),
         None => Vec::new(),
@@ -417,6 +508,10 @@ async fn drive(
             match b.rtc.poll_output() {
                 Ok(Output::Timeout(t)) => break t,
                 Ok(Output::Transmit(t)) => {
+                    if loss_out.drop(&t.contents) {
+                        state.lock().unwrap().dropped_out += 1;
+                        continue;
+                    }
                     let _ = b.socket.send_to(&t.contents, t.destination).await;
                 }
                 Ok(Output::Event(e)) => {
@@ -429,11 +524,15 @@ async fn drive(
         let connected = state.lock().unwrap().connected;
         let mut deadline = timeout.min(Instant::now() + Duration::from_millis(50));
         if connected && !streams.is_empty() {
-            deadline = deadline.min(next_video).min(next_audio);
+            deadline = deadline.min(next_video + video_delay).min(next_audio);
         }
         tokio::select! {
             r = b.socket.recv_from(&mut buf) => {
-                if let Ok((n, source)) = r
+                if let Ok((n, _)) = r
+                    && loss_in.drop(&buf[..n])
+                {
+                    state.lock().unwrap().dropped_in += 1;
+                } else if let Ok((n, source)) = r
                     && let Ok(contents) = buf[..n].try_into()
                 {
                     let input = Input::Receive(
@@ -466,6 +565,7 @@ async fn drive(
                         rid: None,
                         want_keyframe: true,
                         base: ADDED_TRACK_BASE,
+                        small: false,
                     });
                     let _ = reply.send((offer.to_sdp_string(), mid));
                 }
@@ -510,6 +610,10 @@ async fn drive(
                         .is_some_and(|mut ch| ch.write(binary, &data).unwrap_or(false));
                     let _ = reply.send(sent);
                 }
+                Some(ClientCmd::SetAudioLevel(level)) => audio_level = level,
+                Some(ClientCmd::SetVideoDelay(delay)) => video_delay = delay,
+                Some(ClientCmd::Lose(loss)) if loss.incoming => loss_in = loss,
+                Some(ClientCmd::Lose(loss)) => loss_out = loss,
                 Some(ClientCmd::Stop) | None => return,
             },
             () = tokio::time::sleep_until(deadline.into()) => {}
@@ -520,7 +624,9 @@ async fn drive(
         if !connected {
             continue;
         }
-        if now >= next_video {
+        if now >= next_video + video_delay {
+            // Captured at `captured`, written now.
+            let captured = next_video;
             next_video += video_interval;
             let rtp_time = MediaTime::new(
                 u64::from(video_index) * 90_000 / VIDEO_FPS,
@@ -528,8 +634,16 @@ async fn drive(
             );
             for stream in &mut streams {
                 let key = std::mem::take(&mut stream.want_keyframe);
-                let frame = video_frame(stream.base + video_index, key);
-                if write(&mut b.rtc, stream.mid, stream.rid, now, rtp_time, frame) {
+                let frame = video_frame(stream.base + video_index, key, stream.small);
+                let written = write(
+                    &mut b.rtc,
+                    stream.mid,
+                    stream.rid,
+                    (captured, rtp_time),
+                    None,
+                    frame,
+                );
+                if written {
                     let mut s = state.lock().unwrap();
                     s.video_sent += 1;
                     s.keyframes_sent += u32::from(key);
@@ -542,14 +656,15 @@ async fn drive(
         if let Some((audio_mid, _)) = media_mids
             && now >= next_audio
         {
+            let captured = next_audio;
             next_audio += AUDIO_FRAME;
             let rtp_time = MediaTime::new(u64::from(audio_index) * 960, Frequency::FORTY_EIGHT_KHZ);
             if write(
                 &mut b.rtc,
                 audio_mid,
                 None,
-                now,
-                rtp_time,
+                (captured, rtp_time),
+                audio_level,
                 audio_frame(audio_index),
             ) {
                 state.lock().unwrap().audio_sent += 1;
@@ -588,12 +703,13 @@ fn handle_channel_event(
     }
 }
 
+/// Writes a frame captured at `captured.0` with RTP time `captured.1`.
 fn write(
     rtc: &mut Rtc,
     mid: Mid,
     rid: Option<Rid>,
-    now: Instant,
-    time: MediaTime,
+    captured: (Instant, MediaTime),
+    audio_level: Option<i8>,
     data: Vec<u8>,
 ) -> bool {
     let Some(mut writer) = rtc.writer(mid) else {
@@ -602,10 +718,13 @@ fn write(
     if let Some(rid) = rid {
         writer = writer.rid(rid);
     }
+    if let Some(level) = audio_level {
+        writer = writer.audio_level(level, level > -127);
+    }
     let Some(pt) = writer.payload_params().next().map(|p| p.pt()) else {
         return false;
     };
-    writer.write(pt, now, time, data).is_ok()
+    writer.write(pt, captured.0, captured.1, data).is_ok()
 }
 
 fn handle_event(rtc: &Rtc, event: Event, state: &Mutex<ClientState>, streams: &mut [VideoStream]) {
@@ -641,8 +760,12 @@ fn handle_event(rtc: &Rtc, event: Event, state: &Mutex<ClientState>, streams: &m
                 corrupt: 0,
                 out_of_order: 0,
                 layer_switches: Vec::new(),
+                audio_level: None,
             });
             r.frames += 1;
+            if data.ext_vals.audio_level.is_some() {
+                r.audio_level = data.ext_vals.audio_level;
+            }
             r.keyframes += u32::from(is_key);
             if !intact {
                 r.corrupt += 1;
@@ -657,6 +780,13 @@ fn handle_event(rtc: &Rtc, event: Event, state: &Mutex<ClientState>, streams: &m
             }
         }
         Event::MediaChanged(c) if c.direction == Direction::Inactive => s.stopped_mids.push(c.mid),
+        Event::SenderFeedback(f) => s.sender_reports.push((f.mid, f.sender_info)),
+        Event::MediaIngressStats(stats) => {
+            s.nacks_sent.insert(stats.mid, stats.nacks);
+        }
+        Event::MediaEgressStats(stats) => {
+            s.nacks_received.insert(stats.mid, stats.nacks);
+        }
         _ => {}
     }
 }
