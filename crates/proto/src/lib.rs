@@ -154,6 +154,14 @@ pub enum ClientMessage {
     },
     /// End the current random pair and queue again.
     Next,
+    /// SFU rooms: how large the tile of a received track (by its `mid` in our session with
+    /// the server) is shown, so the server sends a layer no bigger than needed; 0×0 means
+    /// hidden (nothing is sent until it is shown again).
+    View {
+        mid: String,
+        width: u32,
+        height: u32,
+    },
     /// Keep-alive and latency probe; answered by `pong`.
     Ping {
         #[serde(default)]
@@ -177,6 +185,7 @@ impl ClientMessage {
             ClientMessage::IceRestart { .. } => MessageKind::IceRestart,
             ClientMessage::Random { .. } => MessageKind::Random,
             ClientMessage::Next => MessageKind::Next,
+            ClientMessage::View { .. } => MessageKind::View,
             ClientMessage::Ping { .. } => MessageKind::Ping,
         }
     }
@@ -193,11 +202,12 @@ pub enum MessageKind {
     IceRestart,
     Random,
     Next,
+    View,
     Ping,
 }
 
 impl MessageKind {
-    pub const ALL: [MessageKind; 9] = [
+    pub const ALL: [MessageKind; 10] = [
         MessageKind::Join,
         MessageKind::Leave,
         MessageKind::Offer,
@@ -206,6 +216,7 @@ impl MessageKind {
         MessageKind::IceRestart,
         MessageKind::Random,
         MessageKind::Next,
+        MessageKind::View,
         MessageKind::Ping,
     ];
 
@@ -219,6 +230,7 @@ impl MessageKind {
             MessageKind::IceRestart => "ice-restart",
             MessageKind::Random => "random",
             MessageKind::Next => "next",
+            MessageKind::View => "view",
             MessageKind::Ping => "ping",
         }
     }
@@ -288,6 +300,10 @@ pub enum ServerMessage {
     Pong {
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<u64>,
+    },
+    /// SFU rooms: the participant who is speaking now (the loudest for a while).
+    DominantSpeaker {
+        id: ParticipantId,
     },
     /// The room changed topology: a broadcast outgrew peer-to-peer and now goes through the
     /// SFU. Close peer connections and negotiate with [`SFU_PARTICIPANT`].
@@ -639,7 +655,7 @@ fn classify(text: &str, err: serde_json::Error) -> ParseError {
     }
 }
 
-const KNOWN_TYPES: [&str; 9] = [
+const KNOWN_TYPES: [&str; 10] = [
     "join",
     "leave",
     "offer",
@@ -648,6 +664,7 @@ const KNOWN_TYPES: [&str; 9] = [
     "ice-restart",
     "random",
     "next",
+    "view",
     "ping",
 ];
 

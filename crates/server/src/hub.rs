@@ -461,6 +461,17 @@ impl Hub {
                 MediaAction::Answer { participant, sdp } => {
                     BridgeCommand::Answer { participant, sdp }
                 }
+                MediaAction::View {
+                    participant,
+                    mid,
+                    width,
+                    height,
+                } => BridgeCommand::View {
+                    participant,
+                    mid,
+                    width,
+                    height,
+                },
             };
             bridge.send(command);
         }

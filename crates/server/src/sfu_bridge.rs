@@ -56,6 +56,12 @@ pub enum BridgeCommand {
         participant: ParticipantId,
         sdp: String,
     },
+    View {
+        participant: ParticipantId,
+        mid: String,
+        width: u32,
+        height: u32,
+    },
     /// The media side of one room for `/api/rooms/{room}`: `None` if the engine has no
     /// such room.
     Describe {
@@ -303,6 +309,23 @@ impl Bridge {
                 tracks,
             } => self.offer(participant, &sdp, &tracks).await,
             BridgeCommand::Answer { participant, sdp } => self.answer(participant, &sdp).await,
+            BridgeCommand::View {
+                participant,
+                mid,
+                width,
+                height,
+            } => {
+                let session = self
+                    .members
+                    .get(&participant)
+                    .and_then(|m| m.session.as_ref());
+                if let Some(session) = session
+                    && let Err(e) = session.handle.set_view(&mid, width, height).await
+                {
+                    // A hint racing a renegotiation names a mid not (or no longer) in use.
+                    tracing::debug!(%participant, "view hint ignored: {e}");
+                }
+            }
             BridgeCommand::Describe { room, reply } => {
                 let _ = reply.send(self.describe(&room).await);
             }
@@ -342,6 +365,8 @@ impl Bridge {
                     "subscribed": p.subscribed.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
                     "bytesIn": p.bytes_in,
                     "bytesOut": p.bytes_out,
+                    "audioLevel": p.audio_level,
+                    "bandwidthEstimate": p.bandwidth_estimate,
                 })
             })
             .collect();
@@ -478,7 +503,17 @@ impl Bridge {
                 }
             }
             SfuEvent::TrackPublished(_) | SfuEvent::TrackUnpublished { .. } => {}
-            SfuEvent::DominantSpeaker { .. } => {}
+            SfuEvent::DominantSpeaker { room, participant } => {
+                let Some(id) = self.by_engine.get(&participant.0) else {
+                    return;
+                };
+                let Some(text) = encode(&ServerMessage::DominantSpeaker { id: id.clone() }) else {
+                    return;
+                };
+                for member in self.members.values().filter(|m| m.room == room) {
+                    deliver(&member.outbox, text.clone());
+                }
+            }
         }
     }
 

@@ -137,9 +137,17 @@ async fn unusable_sdp_is_refused_and_nobody_else_notices() {
         .await;
     assert_eq!(ann.recv().await["type"], "answer");
 
+    // Tile-size hints are taken silently, even for an m-line that carries nothing yet.
+    ann.send(json!({"type": "view", "mid": "7", "width": 320, "height": 180}))
+        .await;
+    ann.expect_silence().await;
+
     // In a p2p room the server is nobody.
     let mut cy = Client::connect(addr, "/ws").await;
     cy.join("mesh", "Cy").await;
+    cy.send(json!({"type": "view", "mid": "1", "width": 320, "height": 180}))
+        .await;
+    expect_error(&mut cy, "unsupported_mode").await;
     cy.send(json!({"type": "offer", "to": "sfu", "sdp": browser_like_offer()}))
         .await;
     expect_error(&mut cy, "unknown_participant").await;

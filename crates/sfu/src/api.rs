@@ -210,6 +210,13 @@ pub(crate) enum Command {
         height: u32,
         reply: oneshot::Sender<Result<(), SfuError>>,
     },
+    SetView {
+        participant: ParticipantId,
+        mid: Mid,
+        width: u32,
+        height: u32,
+        reply: oneshot::Sender<Result<(), SfuError>>,
+    },
     SetSource {
         participant: ParticipantId,
         track: TrackId,
@@ -439,6 +446,23 @@ impl ParticipantHandle {
         self.send(Command::SetMaxResolution {
             participant: self.id,
             track,
+            width,
+            height,
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| SfuError::WorkerGone)?
+    }
+
+    /// [`set_max_resolution`](Self::set_max_resolution) for the track this participant
+    /// receives on m-line `mid` of its session, which is what a browser knows
+    /// (`RTCRtpTransceiver.mid`). An m-line that carries no subscription is
+    /// [`RouteError::UnknownMid`](crate::RouteError::UnknownMid).
+    pub async fn set_view(&self, mid: &str, width: u32, height: u32) -> Result<(), SfuError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::SetView {
+            participant: self.id,
+            mid: Mid::from(mid),
             width,
             height,
             reply,

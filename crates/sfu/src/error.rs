@@ -17,6 +17,9 @@ pub enum RouteError {
     /// No such track.
     #[error("unknown track {0}")]
     UnknownTrack(TrackId),
+    /// No subscription on that m-line of the participant's session.
+    #[error("no received track on mid {0}")]
+    UnknownMid(Mid),
     /// The subscriber does not receive that track.
     #[error("participant {0} is not subscribed to track {1}")]
     NotSubscribed(ParticipantId, TrackId),

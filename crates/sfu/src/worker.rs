@@ -267,6 +267,22 @@ impl Worker {
                     .set_max_resolution(participant, track, width, height, now);
                 let _ = reply.send(result.map_err(SfuError::from));
             }
+            Command::SetView {
+                participant,
+                mid,
+                width,
+                height,
+                reply,
+            } => {
+                let result = match self.router.track_by_out_mid(participant, mid) {
+                    Some(track) => self
+                        .router
+                        .set_max_resolution(participant, track, width, height, now)
+                        .map_err(SfuError::from),
+                    None => Err(SfuError::Route(RouteError::UnknownMid(mid))),
+                };
+                let _ = reply.send(result);
+            }
             Command::SetSource {
                 participant,
                 track,

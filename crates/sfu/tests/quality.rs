@@ -385,10 +385,22 @@ async fn the_tile_size_picks_the_simulcast_layer() {
     assert!(wait_until(WAIT, || b.state().video_frames() >= 45).await);
     assert!(last() < LAYER_STRIDE, "{:?}", b.state().received);
 
-    // A 320x240 tile: l (320x240) covers it.
+    // A 320x240 tile, named as a browser would: by the m-line B receives the video on.
+    // l (320x240) covers it.
     let track = video_track(&h).id;
     let p = h.participant(B);
-    p.set_max_resolution(track, 320, 240).await.unwrap();
+    let video_mid = {
+        let state = b.state();
+        let (mid, _) = state
+            .received
+            .iter()
+            .find(|(_, r)| r.kind == MediaKind::Video)
+            .unwrap();
+        mid.to_string()
+    };
+    let unknown = p.set_view("99", 320, 240).await;
+    assert!(unknown.is_err(), "no track on mid 99: {unknown:?}");
+    p.set_view(&video_mid, 320, 240).await.unwrap();
     assert!(
         wait_until(WAIT, || last() >= LAYER_STRIDE + 10).await,
         "no switch to l: {:?}",

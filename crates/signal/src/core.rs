@@ -64,6 +64,13 @@ pub enum MediaAction {
         participant: ParticipantId,
         sdp: String,
     },
+    /// How large the participant shows the track it receives on `mid`.
+    View {
+        participant: ParticipantId,
+        mid: String,
+        width: u32,
+        height: u32,
+    },
 }
 
 /// Counters and gauges for `/metrics`.
@@ -327,6 +334,7 @@ impl Signaling {
             }
             ClientMessage::Random { v, name } => self.random(conn, v, &name),
             ClientMessage::Next => self.next(conn),
+            ClientMessage::View { mid, width, height } => self.view(conn, mid, width, height),
             ClientMessage::Ping { id } => self.send(conn, ServerMessage::Pong { id }),
         }
     }
@@ -375,6 +383,27 @@ impl Signaling {
     /// The next piece of work for the media engine of SFU rooms.
     pub fn poll_media(&mut self) -> Option<MediaAction> {
         self.media.pop_front()
+    }
+
+    fn view(&mut self, conn: ConnId, mid: String, width: u32, height: u32) {
+        match self.conn_state(conn) {
+            Some(ConnState::Joined(_)) => {}
+            Some(_) => return self.error(conn, ErrorCode::NotInRoom, "join an SFU room first"),
+            None => return,
+        }
+        match self.sfu_member(conn, SFU_PARTICIPANT) {
+            Some(participant) => self.media.push_back(MediaAction::View {
+                participant,
+                mid,
+                width,
+                height,
+            }),
+            None => self.error(
+                conn,
+                ErrorCode::UnsupportedMode,
+                "view applies to SFU rooms only; peers send what they send",
+            ),
+        }
     }
 
     /// The participant behind `conn`, if `to` is the server and `conn` is in an SFU room.

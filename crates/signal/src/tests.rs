@@ -1016,3 +1016,35 @@ fn peer_rooms_and_disabled_thresholds_stay_peer_to_peer() {
     assert_eq!(h.core.room("show").unwrap().mode, Mode::P2p);
     assert!(h.media().is_empty());
 }
+
+#[test]
+fn view_hints_go_to_the_engine_in_sfu_rooms_only() {
+    let mut h = Harness::new(sfu_limits());
+    for conn in 1..=3 {
+        h.connect(conn);
+    }
+    let view = || ClientMessage::View {
+        mid: "3".into(),
+        width: 320,
+        height: 180,
+    };
+    assert_eq!(error_code(&h.send(1, view())), ErrorCode::NotInRoom);
+    let out = h.send(1, join_sfu("r", "Ann"));
+    let ann = match &out[0].msg {
+        ServerMessage::Joined { id, .. } => id.clone(),
+        other => panic!("{other:?}"),
+    };
+    h.media();
+    assert!(h.send(1, view()).is_empty());
+    assert_eq!(
+        h.media(),
+        [MediaAction::View {
+            participant: ann,
+            mid: "3".into(),
+            width: 320,
+            height: 180
+        }]
+    );
+    h.join(2, "mesh", "Bob", Role::Peer);
+    assert_eq!(error_code(&h.send(2, view())), ErrorCode::UnsupportedMode);
+}
