@@ -6,7 +6,7 @@
  * @module
  */
 
-import { formatPeerStats } from '../sdk/switchboard.js';
+import { formatPeerStats, formatStreamStats } from '../sdk/switchboard.js';
 
 /** @typedef {import('../sdk/stats.js').PeerStats} PeerStats */
 
@@ -216,7 +216,8 @@ export function h(tag, className, text) {
 /**
  * Draw one block per peer into a stats panel (`.peer-stats[data-peer-id]` with the name and
  * a line like "↓ 1.2 Mbit/s ↑ 900 kbit/s, loss 0.1%, RTT 12 ms, …"), reusing blocks so the
- * panel does not flicker.
+ * panel does not flicker. The server's block in SFU rooms also lists every remote stream
+ * with its frames decoded (`.stream-stats[data-peer-id][data-kind]`).
  * @param {HTMLElement} container
  * @param {PeerStats[]} all
  * @param {string} emptyText shown when there are no peers
@@ -244,8 +245,34 @@ export function renderStatsPanel(container, all, emptyText) {
     block.dataset.state = s.connectionState;
     block.querySelector('.stats-name')?.replaceChildren(`${s.name}${state}`);
     block.querySelector('.stats-line')?.replaceChildren(formatPeerStats(s));
+    renderStreamStats(block, s.streams);
   }
   for (const block of container.querySelectorAll('.peer-stats')) {
     if (block instanceof HTMLElement && !seen.has(block.dataset.peerId ?? '')) block.remove();
   }
+}
+
+/**
+ * The per-stream lines of a stats block (none unless `streams` is given).
+ * @param {HTMLElement} block
+ * @param {PeerStats['streams']} streams
+ */
+function renderStreamStats(block, streams) {
+  let list = block.querySelector('ul.stream-stats-list');
+  if (!streams) {
+    list?.remove();
+    return;
+  }
+  if (!list) {
+    list = h('ul', 'stream-stats-list');
+    block.append(list);
+  }
+  list.replaceChildren(
+    ...streams.map((st) => {
+      const li = h('li', 'stream-stats', formatStreamStats(st));
+      li.dataset.peerId = st.peerId;
+      li.dataset.kind = st.kind;
+      return li;
+    }),
+  );
 }

@@ -1,7 +1,7 @@
 // @ts-check
 /**
- * Landing page: join or create a room by code, start a random chat, open the broadcast
- * pages.
+ * Landing page: join or create a room by code (with `?mode=sfu` when "Route media through
+ * the server" is ticked), start a random chat, open the broadcast pages.
  * @module
  */
 
@@ -12,6 +12,7 @@ const roomForm = byId('room-form', HTMLFormElement);
 const roomCode = byId('room-code', HTMLInputElement);
 const roomError = byId('room-error', HTMLElement);
 const createRoom = byId('create-room', HTMLButtonElement);
+const sfuMode = byId('sfu-mode', HTMLInputElement);
 const randomForm = byId('random-form', HTMLFormElement);
 const randomName = byId('random-name', HTMLInputElement);
 
@@ -40,6 +41,15 @@ function normalizeCode(raw) {
   return match ? decodeURIComponent(match[1]) : text;
 }
 
+/**
+ * The room page of `code`, asking for an SFU room when the box is ticked.
+ * @param {string} code
+ * @returns {string}
+ */
+function roomUrl(code) {
+  return `/r/${encodeURIComponent(code)}${sfuMode.checked ? '?mode=sfu' : ''}`;
+}
+
 /** @param {string} message */
 function showRoomError(message) {
   roomError.textContent = message;
@@ -64,11 +74,11 @@ roomForm.addEventListener('submit', (ev) => {
     showRoomError('Room codes are 1–64 characters: letters, digits, "-", "_" and ".".');
     return;
   }
-  location.assign(`/r/${encodeURIComponent(code)}`);
+  location.assign(roomUrl(code));
 });
 
 createRoom.addEventListener('click', () => {
-  location.assign(`/r/${newRoomCode()}`);
+  location.assign(roomUrl(newRoomCode()));
 });
 
 randomForm.addEventListener('submit', (ev) => {

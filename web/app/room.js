@@ -8,6 +8,7 @@
 
 import {
   Room,
+  SERVER_ID,
   getLocalMedia,
   isValidDisplayName,
   isValidRoomName,
@@ -39,6 +40,7 @@ const roomName = decodeURIComponent(location.pathname.replace(/^\/r\//, '').repl
 const ui = {
   roomName: byId('room-name', HTMLElement),
   peopleCount: byId('people-count', HTMLElement),
+  roomMode: byId('room-mode', HTMLElement),
   copyLink: byId('copy-link', HTMLButtonElement),
   prejoin: byId('prejoin', HTMLElement),
   preview: byId('preview', HTMLVideoElement),
@@ -60,6 +62,7 @@ const ui = {
   fileInput: byId('file-input', HTMLInputElement),
   transfers: byId('transfers', HTMLElement),
   files: byId('files', HTMLElement),
+  filesNote: byId('files-note', HTMLElement),
   stats: byId('stats', HTMLElement),
 };
 
@@ -132,13 +135,14 @@ async function describeRoom() {
     }
     if (!res.ok) return;
     const body = await res.json();
+    const via = body?.mode === 'sfu' ? ' Media goes through the server (SFU).' : '';
     /** @type {string[]} */
     const names = Array.isArray(body?.participants)
       ? body.participants.map((/** @type {any} */ p) => String(p?.name ?? '')).filter(Boolean)
       : [];
     if (names.length === 0) ui.roomInfo.textContent = 'Nobody is here yet — you will be the first.';
-    else if (names.length <= 3) ui.roomInfo.textContent = `${names.join(', ')} ${names.length === 1 ? 'is' : 'are'} here.`;
-    else ui.roomInfo.textContent = `${names.slice(0, 2).join(', ')} and ${names.length - 2} others are here.`;
+    else if (names.length <= 3) ui.roomInfo.textContent = `${names.join(', ')} ${names.length === 1 ? 'is' : 'are'} here.${via}`;
+    else ui.roomInfo.textContent = `${names.slice(0, 2).join(', ')} and ${names.length - 2} others are here.${via}`;
   } catch {
     // The room summary is a nicety; joining works without it.
   }
@@ -240,11 +244,13 @@ function wireRoom(r) {
   r.on('peer-state', ({ peerId, name, state }) => {
     const tile = tiles.get(`${peerId}:camera`);
     if (tile) tile.dataset.state = state;
+    // In SFU rooms everyone shares the server's state; the server's own report comes last.
+    const who = peerId === SERVER_ID ? 'the server' : name;
     if (state === 'failed') {
       failedPeers.add(peerId);
-      showStatus(`The connection to ${name} failed — trying again…`, 'error');
+      showStatus(`The connection to ${who} failed — trying again…`, 'error');
     } else if (state === 'connected' && failedPeers.delete(peerId)) {
-      showStatus(`Connected to ${name} again.`, 'ok', { hideAfterMs: 3000 });
+      showStatus(`Connected to ${who} again.`, 'ok', { hideAfterMs: 3000 });
     }
   });
   r.on('chat', ({ name, text, ts, self }) => addChat(name, text, ts, self));
@@ -316,6 +322,7 @@ function enterCall(r) {
   else self.classList.add('no-video');
   ui.grid.prepend(self);
   syncControls(r);
+  showMode(r.mode);
   ui.shareScreen.disabled = !navigator.mediaDevices?.getDisplayMedia;
   updateCount(r);
   setDebugHook(r, () => r.getPeerStats());
@@ -334,9 +341,28 @@ function exitCall() {
   ui.call.hidden = true;
   ui.prejoin.hidden = false;
   ui.peopleCount.textContent = '';
+  showMode(null);
   if (localStream) {
     for (const t of localStream.getTracks()) t.enabled = true;
   }
+}
+
+/**
+ * Say how media travels in this room (`#room-mode`, `data-mode`), or hide it.
+ * @param {Mode | null} mode
+ */
+function showMode(mode) {
+  ui.roomMode.hidden = mode === null;
+  if (mode) ui.roomMode.dataset.mode = mode;
+  else delete ui.roomMode.dataset.mode;
+  const sfu = mode === 'sfu';
+  ui.roomMode.textContent = sfu ? 'via server' : 'peer-to-peer';
+  ui.roomMode.title = sfu
+    ? 'SFU room: everyone sends media once to the server, which forwards it.'
+    : 'Peer-to-peer room: media goes directly between the browsers.';
+  ui.filesNote.textContent = sfu
+    ? 'Up to 100 MB, sent through the server to everyone in the room.'
+    : 'Up to 100 MB, sent directly to everyone in the room.';
 }
 
 /** @param {Room} r */

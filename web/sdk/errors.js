@@ -18,6 +18,8 @@ const FRIENDLY = {
   invalid_name: 'Names are 1–64 characters without control characters.',
   role_taken: 'This room already has a sender. Only one sender can broadcast per room.',
   unsupported_mode: 'This server does not offer the requested room mode.',
+  media_failed: 'The media connection to the server failed.',
+  invalid_sdp: 'The server could not use the media description this browser sent.',
   server_busy: 'The server is at capacity right now. Try again in a moment.',
   unsupported_version: 'This page is too old for the server. Reload the page.',
   already_joined: 'Already in a room on this connection.',

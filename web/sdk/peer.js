@@ -26,15 +26,16 @@
  *   data channel or with `ice-restart`). The other side recognises an offer for a new
  *   connection by its SDP session id (the `o=` line) and starts afresh too. Remote streams
  *   keep their ids (they come from the sender's streams), so tiles stay where they are.
- * - One data channel (`negotiated: true, id: 0`, so no glare) carrying JSON control messages
- *   — chat, media state (which stream is camera or screen, mic/camera on or off) — and file
- *   transfers (a `file` header, then 16 KiB binary chunks with backpressure).
+ * - One data channel (`negotiated: true, id: 0`, so no glare) speaking the `switchboard`
+ *   channel protocol (channel.js): chat, media state (which stream is camera or screen,
+ *   mic/camera on or off), file transfers, and our own `reconnect` request.
  * - Stats, summarized by `stats.js`.
  *
  * A link never talks to the WebSocket itself: it hands signaling messages to a callback.
  * @module
  */
 
+import { ChannelEndpoint } from './channel.js';
 import { Emitter } from './emitter.js';
 import { summarizeStats } from './stats.js';
 
@@ -44,17 +45,9 @@ import { summarizeStats } from './stats.js';
 /** @typedef {import('./stats.js').PeerStats} PeerStats */
 /** @typedef {import('./stats.js').StatsSample} StatsSample */
 
-/** Largest file a link sends or accepts. */
-export const MAX_FILE_SIZE = 100 * 1024 * 1024;
-/** Binary chunk size on the data channel. */
-export const FILE_CHUNK_SIZE = 16 * 1024;
-const FILE_READ_SIZE = 1024 * 1024;
-const BUFFER_HIGH = 1024 * 1024;
-const BUFFER_LOW = 256 * 1024;
 const PASSIVE_WAIT_MS = 4000;
 const KIND_FALLBACK_MS = 3000;
 const DISCONNECTED_GRACE_MS = 4000;
-const MAX_PENDING_MESSAGES = 200;
 const ANSWER_TIMEOUT_MS = 15000;
 /** How long a connection may stay failed after an ICE restart before it is rebuilt. */
 const RESTART_PATIENCE_MS = 4000;
@@ -95,32 +88,8 @@ const STUCK_AFTER_MS = 20000;
  * @property {() => LocalState} local the current local streams and switches
  */
 
-/**
- * Data-channel control messages.
- * @typedef {{ t: 'chat', text: string, ts: number }
- *   | { t: 'state', streams: Record<string, StreamKind>, mic: boolean, camera: boolean }
- *   | { t: 'file', id: string, name: string, size: number, mime: string }
- *   | { t: 'file-abort', id: string }
- *   | { t: 'reconnect' }} ChannelMessage
- */
-
-/**
- * @typedef {object} FileProgress
- * @property {string} transferId
- * @property {'send' | 'receive'} direction
- * @property {string} fileName
- * @property {number} size total bytes
- * @property {number} bytes bytes done so far
- */
-
-/**
- * @typedef {object} ReceivedFile
- * @property {string} transferId
- * @property {string} fileName
- * @property {number} size
- * @property {string} mimeType
- * @property {Blob} blob
- */
+/** @typedef {import('./channel.js').FileProgress} FileProgress */
+/** @typedef {import('./channel.js').ReceivedFile} ReceivedFile */
 
 /**
  * Events of {@link PeerLink}:
@@ -145,18 +114,6 @@ const STUCK_AFTER_MS = 20000;
  * @property {{ transferId: string, fileName: string, direction: 'send' | 'receive', message: string }} file-error
  */
 
-/**
- * @typedef {object} IncomingFile
- * @property {string} id
- * @property {string} name
- * @property {number} size
- * @property {string} mime
- * @property {number} received
- * @property {ArrayBuffer[]} chunks
- * @property {boolean} refused
- * @property {number} lastProgress
- */
-
 /** @extends {Emitter<PeerLinkEvents>} */
 export class PeerLink extends Emitter {
   /** @param {PeerLinkOptions} options */
@@ -170,8 +127,9 @@ export class PeerLink extends Emitter {
     this.closed = false;
 
     this.pc = createPeerConnection(options.iceServers, options.iceTransportPolicy);
-    /** @type {RTCDataChannel | null} */
-    this.dc = null;
+    /** Chat, media state and files, on the current connection's data channel. */
+    this.channel = new ChannelEndpoint({ name: () => this.name });
+    this._wireChannel();
 
     // Perfect negotiation state.
     this._makingOffer = false;
@@ -196,13 +154,6 @@ export class PeerLink extends Emitter {
     this._announced = new Map();
     /** The peer's microphone/camera switches as last reported. */
     this.remoteMedia = { mic: true, camera: true };
-
-    /** @type {string[]} */
-    this._pending = [];
-    /** @type {IncomingFile | null} */
-    this._incoming = null;
-    /** @type {Promise<void>} */
-    this._fileChain = Promise.resolve();
 
     /** @type {StatsSample | null} */
     this._lastSample = null;
@@ -330,41 +281,28 @@ export class PeerLink extends Emitter {
 
   /** @private */
   _openChannel() {
-    const dc = this.pc.createDataChannel('switchboard', { negotiated: true, id: 0, ordered: true });
-    dc.binaryType = 'arraybuffer';
-    dc.bufferedAmountLowThreshold = BUFFER_LOW;
-    dc.onopen = () => {
-      if (this.closed || dc !== this.dc) return;
-      this._sendState();
-      const pending = this._pending;
-      this._pending = [];
-      for (const text of pending) dc.send(text);
-      this.emit('channel-open', {});
-    };
-    dc.onmessage = (ev) => {
-      if (dc === this.dc) this._onChannelMessage(ev.data);
-    };
-    dc.onclose = () => {
-      if (dc === this.dc) this._abortIncoming();
-    };
-    this.dc = dc;
+    this.channel.attach(this.pc.createDataChannel('switchboard', { negotiated: true, id: 0, ordered: true }));
   }
 
   /**
-   * End the file being received, if any, with an error: its channel closed.
+   * Pass the channel's events on, and handle the ones about this link.
    * @private
    */
-  _abortIncoming() {
-    const f = this._incoming;
-    this._incoming = null;
-    if (f && !f.refused) {
-      this.emit('file-error', {
-        transferId: f.id,
-        fileName: f.name,
-        direction: 'receive',
-        message: `Receiving "${f.name}" stopped: the connection closed.`,
-      });
-    }
+  _wireChannel() {
+    const ch = this.channel;
+    ch.on('open', () => {
+      this._sendState();
+      this.emit('channel-open', {});
+    });
+    ch.on('chat', (e) => this.emit('chat', e));
+    ch.on('state', (e) => this._onRemoteState(e));
+    ch.on('control', (msg) => {
+      if (msg.t === 'reconnect' && !this.polite) this._requestRebuild('the peer asked for a new connection');
+    });
+    ch.on('file-progress', (e) => this.emit('file-progress', e));
+    ch.on('file', (e) => this.emit('file', e));
+    ch.on('file-sent', (e) => this.emit('file-sent', e));
+    ch.on('file-error', (e) => this.emit('file-error', e));
   }
 
   /**
@@ -425,12 +363,11 @@ export class PeerLink extends Emitter {
 
   /** @private */
   _sendState() {
-    if (!this.dc || this.dc.readyState !== 'open') return;
     const local = this._opts.local();
     /** @type {Record<string, StreamKind>} */
     const streams = {};
     for (const [kind, entry] of this._sending) streams[entry.stream.id] = kind;
-    this._sendRaw(JSON.stringify({ t: 'state', streams, mic: local.mic, camera: local.cam }));
+    this.channel.sendIfOpen({ t: 'state', streams, mic: local.mic, camera: local.cam });
   }
 
   /** @private */
@@ -656,8 +593,7 @@ export class PeerLink extends Emitter {
    * @private
    */
   _askRebuild() {
-    if (this.dc && this.dc.readyState === 'open') this.dc.send(JSON.stringify({ t: 'reconnect' }));
-    else this._askRestart();
+    if (!this.channel.sendIfOpen({ t: 'reconnect' })) this._askRestart();
   }
 
   /**
@@ -707,16 +643,7 @@ export class PeerLink extends Emitter {
     const oldRemote = old.currentRemoteDescription ?? old.remoteDescription;
     const oldSession = oldRemote ? sessionId(oldRemote.sdp) : null;
     if (oldSession) this._deadSessions.add(oldSession);
-    const oldChannel = this.dc;
-    this.dc = null;
-    this._abortIncoming();
-    if (oldChannel) {
-      try {
-        oldChannel.close();
-      } catch {
-        // Already closed.
-      }
-    }
+    this.channel.detach();
     old.close();
     clearTimeout(this._passiveTimer);
     clearTimeout(this._kindTimer);
@@ -877,58 +804,6 @@ export class PeerLink extends Emitter {
 
   /**
    * @private
-   * @param {unknown} data
-   */
-  _onChannelMessage(data) {
-    if (this.closed) return;
-    if (typeof data !== 'string') {
-      if (data instanceof ArrayBuffer) this._onFileChunk(data);
-      return;
-    }
-    /** @type {ChannelMessage} */
-    let msg;
-    try {
-      msg = JSON.parse(data);
-    } catch {
-      return;
-    }
-    if (!msg || typeof msg !== 'object') return;
-    switch (msg.t) {
-      case 'chat':
-        if (typeof msg.text === 'string') {
-          this.emit('chat', { text: msg.text, ts: typeof msg.ts === 'number' ? msg.ts : Date.now() });
-        }
-        break;
-      case 'state':
-        this._onRemoteState(msg);
-        break;
-      case 'file':
-        this._onFileHeader(msg);
-        break;
-      case 'reconnect':
-        if (!this.polite) this._requestRebuild('the peer asked for a new connection');
-        break;
-      case 'file-abort':
-        if (this._incoming && this._incoming.id === msg.id) {
-          const f = this._incoming;
-          this._incoming = null;
-          if (!f.refused) {
-            this.emit('file-error', {
-              transferId: f.id,
-              fileName: f.name,
-              direction: 'receive',
-              message: `The sender cancelled "${f.name}".`,
-            });
-          }
-        }
-        break;
-      default:
-        break;
-    }
-  }
-
-  /**
-   * @private
    * @param {{ streams: Record<string, StreamKind>, mic: boolean, camera: boolean }} msg
    */
   _onRemoteState(msg) {
@@ -948,21 +823,9 @@ export class PeerLink extends Emitter {
     }
   }
 
-  /**
-   * @private
-   * @param {string} text
-   */
-  _sendRaw(text) {
-    if (this.dc && this.dc.readyState === 'open') {
-      this.dc.send(text);
-    } else if (this._pending.length < MAX_PENDING_MESSAGES) {
-      this._pending.push(text);
-    }
-  }
-
   /** Whether the data channel is open. */
   get channelOpen() {
-    return this.dc !== null && this.dc.readyState === 'open';
+    return this.channel.open;
   }
 
   /**
@@ -971,7 +834,7 @@ export class PeerLink extends Emitter {
    * @param {number} ts Unix milliseconds
    */
   sendChat(text, ts) {
-    this._sendRaw(JSON.stringify({ t: 'chat', text, ts }));
+    this.channel.sendChat(text, ts);
   }
 
   /**
@@ -982,147 +845,7 @@ export class PeerLink extends Emitter {
    * @returns {Promise<void>}
    */
   sendFile(file, transferId) {
-    const run = this._fileChain.then(() => this._sendFileNow(file, transferId));
-    this._fileChain = run.catch(() => {});
-    return run;
-  }
-
-  /**
-   * @private
-   * @param {File} file
-   * @param {string} id
-   */
-  async _sendFileNow(file, id) {
-    const fail = (/** @type {string} */ message) => {
-      this.emit('file-error', { transferId: id, fileName: file.name, direction: 'send', message });
-      return new Error(message);
-    };
-    if (file.size > MAX_FILE_SIZE) {
-      throw fail(`"${file.name}" is larger than 100 MB and cannot be sent.`);
-    }
-    const dc = await this._waitChannel();
-    if (!dc) throw fail(`Cannot send "${file.name}" to ${this.name}: not connected.`);
-    dc.send(JSON.stringify({ t: 'file', id, name: file.name, size: file.size, mime: file.type }));
-    let sent = 0;
-    let lastProgress = 0;
-    this.emit('file-progress', { transferId: id, direction: 'send', fileName: file.name, size: file.size, bytes: 0 });
-    while (sent < file.size) {
-      const block = await file.slice(sent, sent + FILE_READ_SIZE).arrayBuffer();
-      for (let at = 0; at < block.byteLength; at += FILE_CHUNK_SIZE) {
-        if (dc.bufferedAmount > BUFFER_HIGH) await waitBufferLow(dc);
-        if (dc.readyState !== 'open' || this.closed) {
-          throw fail(`Sending "${file.name}" to ${this.name} stopped: the connection closed.`);
-        }
-        const chunk = new Uint8Array(block, at, Math.min(FILE_CHUNK_SIZE, block.byteLength - at));
-        dc.send(chunk);
-        sent += chunk.byteLength;
-        const now = performance.now();
-        if (now - lastProgress > 100 || sent === file.size) {
-          lastProgress = now;
-          this.emit('file-progress', { transferId: id, direction: 'send', fileName: file.name, size: file.size, bytes: sent });
-        }
-      }
-    }
-    this.emit('file-sent', { transferId: id, fileName: file.name, size: file.size });
-  }
-
-  /**
-   * Wait up to 15 s for the data channel to open.
-   * @private
-   * @returns {Promise<RTCDataChannel | null>}
-   */
-  _waitChannel() {
-    return new Promise((resolve) => {
-      const started = performance.now();
-      const poll = () => {
-        if (this.closed) resolve(null);
-        else if (this.dc && this.dc.readyState === 'open') resolve(this.dc);
-        else if (performance.now() - started > 15000) resolve(null);
-        else setTimeout(poll, 100);
-      };
-      poll();
-    });
-  }
-
-  /**
-   * @private
-   * @param {{ id: string, name: string, size: number, mime: string }} msg
-   */
-  _onFileHeader(msg) {
-    if (this._incoming && !this._incoming.refused) {
-      const f = this._incoming;
-      this.emit('file-error', {
-        transferId: f.id,
-        fileName: f.name,
-        direction: 'receive',
-        message: `Receiving "${f.name}" was interrupted.`,
-      });
-    }
-    const name = typeof msg.name === 'string' && msg.name ? msg.name : 'file';
-    const size = Number(msg.size);
-    const id = String(msg.id);
-    const refused = !(size >= 0) || size > MAX_FILE_SIZE;
-    this._incoming = {
-      id,
-      name,
-      size,
-      mime: typeof msg.mime === 'string' ? msg.mime : '',
-      received: 0,
-      chunks: [],
-      refused,
-      lastProgress: 0,
-    };
-    if (refused) {
-      this.emit('file-error', {
-        transferId: id,
-        fileName: name,
-        direction: 'receive',
-        message: `${this.name} tried to send "${name}", which is larger than 100 MB; it was refused.`,
-      });
-      return;
-    }
-    this.emit('file-progress', { transferId: id, direction: 'receive', fileName: name, size, bytes: 0 });
-    if (size === 0) this._finishIncoming();
-  }
-
-  /**
-   * @private
-   * @param {ArrayBuffer} chunk
-   */
-  _onFileChunk(chunk) {
-    const f = this._incoming;
-    if (!f) return;
-    f.received += chunk.byteLength;
-    if (f.refused) {
-      if (f.received >= f.size) this._incoming = null;
-      return;
-    }
-    if (f.received > f.size) {
-      this._incoming = null;
-      this.emit('file-error', {
-        transferId: f.id,
-        fileName: f.name,
-        direction: 'receive',
-        message: `"${f.name}" arrived larger than announced and was discarded.`,
-      });
-      return;
-    }
-    f.chunks.push(chunk);
-    const now = performance.now();
-    if (now - f.lastProgress > 100 || f.received === f.size) {
-      f.lastProgress = now;
-      this.emit('file-progress', { transferId: f.id, direction: 'receive', fileName: f.name, size: f.size, bytes: f.received });
-    }
-    if (f.received === f.size) this._finishIncoming();
-  }
-
-  /** @private */
-  _finishIncoming() {
-    const f = this._incoming;
-    if (!f) return;
-    this._incoming = null;
-    const blob = new Blob(f.chunks, { type: f.mime || 'application/octet-stream' });
-    this.emit('file', { transferId: f.id, fileName: f.name, size: f.size, mimeType: f.mime, blob });
+    return this.channel.sendFile(file, transferId);
   }
 
   /**
@@ -1150,12 +873,7 @@ export class PeerLink extends Emitter {
     clearTimeout(this._answerTimer);
     clearTimeout(this._rebuildTimer);
     clearTimeout(this._stuckTimer);
-    this._incoming = null;
-    try {
-      this.dc?.close();
-    } catch {
-      // Already closed.
-    }
+    this.channel.close();
     this.pc.close();
     this.removeAllListeners();
   }
@@ -1167,14 +885,15 @@ export class PeerLink extends Emitter {
  * kept either way: `relay` must never fall back to direct connections.
  * @param {RTCIceServer[]} iceServers
  * @param {RTCIceTransportPolicy} [iceTransportPolicy] default `all`
+ * @param {RTCBundlePolicy} [bundlePolicy] default `max-bundle`
  * @returns {RTCPeerConnection}
  */
-function createPeerConnection(iceServers, iceTransportPolicy = 'all') {
+export function createPeerConnection(iceServers, iceTransportPolicy = 'all', bundlePolicy = 'max-bundle') {
   try {
-    return new RTCPeerConnection({ iceServers, iceTransportPolicy, bundlePolicy: 'max-bundle' });
+    return new RTCPeerConnection({ iceServers, iceTransportPolicy, bundlePolicy });
   } catch (err) {
     console.warn('switchboard: ICE servers refused by the browser, continuing without them', err);
-    return new RTCPeerConnection({ iceTransportPolicy, bundlePolicy: 'max-bundle' });
+    return new RTCPeerConnection({ iceTransportPolicy, bundlePolicy });
   }
 }
 
@@ -1186,26 +905,4 @@ function createPeerConnection(iceServers, iceTransportPolicy = 'all') {
  */
 function sessionId(sdp) {
   return /^o=\S+ (\S+) /m.exec(sdp)?.[1] ?? null;
-}
-
-/**
- * Resolve when the channel's buffer drains below its low threshold (or it closes). Polls
- * as well as listening, so a missed `bufferedamountlow` event cannot stall a transfer.
- * @param {RTCDataChannel} dc
- * @returns {Promise<void>}
- */
-function waitBufferLow(dc) {
-  return new Promise((resolve) => {
-    const timer = setInterval(() => {
-      if (dc.readyState !== 'open' || dc.bufferedAmount <= dc.bufferedAmountLowThreshold) done();
-    }, 50);
-    const done = () => {
-      clearInterval(timer);
-      dc.removeEventListener('bufferedamountlow', done);
-      dc.removeEventListener('close', done);
-      resolve();
-    };
-    dc.addEventListener('bufferedamountlow', done);
-    dc.addEventListener('close', done);
-  });
 }

@@ -1,13 +1,20 @@
 // @ts-check
 /**
- * A room session: joins over signaling, keeps one {@link PeerLink} per remote participant
- * that this participant's role connects to, and exposes media switches, screen sharing,
- * chat, file transfer and stats. Survives signaling outages: after a reconnection it sends
- * `join` with its `resume` token and the peer connections carry on.
+ * A room session: joins over signaling, holds the media connections the room's topology
+ * calls for, and exposes media switches, screen sharing, chat, file transfer and stats.
+ * Survives signaling outages: after a reconnection it sends `join` with its `resume` token
+ * and the media connections carry on.
  *
- * Who connects to whom (docs/protocol.md): peers form a full mesh; a sender connects to
- * every receiver and sends one way; receivers connect to the sender only. The participant
- * who arrives later makes the first offer; everyone else waits for it (see peer.js).
+ * The room's `mode` (from `joined`) decides the topology (docs/protocol.md):
+ * - `p2p`: one {@link PeerLink} per remote participant this participant's role connects
+ *   to. Peers form a full mesh; a sender connects to every receiver and sends one way;
+ *   receivers connect to the sender only. The participant who arrives later makes the
+ *   first offer; everyone else waits for it (see peer.js).
+ * - `sfu`: one {@link ServerLink} to the server, which forwards everyone's media and data
+ *   channel messages (see server-link.js).
+ *
+ * Either way the room reports the same events (`stream`, `stream-removed`, `peer-state`,
+ * `chat`, files, …), so a page works with both.
  * @module
  */
 
@@ -15,7 +22,9 @@ import { Emitter } from './emitter.js';
 import { SwitchboardError, describeError } from './errors.js';
 import { checkIceTransportPolicy, fetchIceServers, offersRelay } from './ice.js';
 import { getScreenMedia, stopStream } from './media.js';
-import { MAX_FILE_SIZE, PeerLink } from './peer.js';
+import { MAX_FILE_SIZE } from './channel.js';
+import { PeerLink } from './peer.js';
+import { SERVER_ID, SERVER_NAME, ServerLink } from './server-link.js';
 import { Signaling } from './signaling.js';
 
 /** @typedef {import('./types.js').Participant} Participant */
@@ -32,7 +41,8 @@ import { Signaling } from './signaling.js';
  * @property {string} room room name (1–64 of `A-Z a-z 0-9 - _ .`)
  * @property {string} name display name
  * @property {Role} [role] `peer` (default), `sender` or `receiver`
- * @property {Mode} [mode] topology if the room is new; this SDK speaks `p2p`
+ * @property {Mode} [mode] topology if the room is new: `p2p` (direct connections, the
+ *   server's default) or `sfu` (media through the server)
  * @property {MediaStream | null} [localStream] camera/microphone to send (none: receive only)
  * @property {RTCIceServer[]} [iceServers] defaults to `GET /api/ice-servers`
  * @property {RTCIceTransportPolicy} [iceTransportPolicy] `'all'` (default): direct and
@@ -50,7 +60,8 @@ import { Signaling } from './signaling.js';
  * - `participant-joined` — someone entered the room.
  * - `participant-left` — someone left (`reason`: `left`, `disconnected`).
  * - `peer-state` — the connection to a peer changed state (`connecting`, `connected`,
- *   `disconnected`, `failed`, `closed`).
+ *   `disconnected`, `failed`, `closed`). In SFU rooms every participant takes the state of
+ *   the connection to the server, which is also reported as peer `sfu` named `Server`.
  * - `stream` — a remote stream to show: `kind` is `camera` or `screen`.
  * - `stream-removed` — a remote stream ended (remove its tile).
  * - `peer-media` — a peer switched its microphone or camera on/off.
@@ -125,8 +136,10 @@ export class Room extends Emitter {
     this.cameraEnabled = Boolean(this.localStream?.getVideoTracks().some((t) => t.enabled));
     /** @type {Map<string, Participant>} everyone else in the room */
     this.participants = new Map();
-    /** @type {Map<string, PeerLink>} */
+    /** @type {Map<string, PeerLink>} peer connections (`p2p` rooms) */
     this.links = new Map();
+    /** @type {ServerLink | null} the connection to the server (`sfu` rooms) */
+    this.server = null;
     this.signaling = new Signaling({ url: options.signalingUrl });
     /** @type {RTCIceServer[]} */
     this._iceServers = options.iceServers ?? [];
@@ -189,7 +202,7 @@ export class Room extends Emitter {
         };
         this._sendJoin(false);
       });
-      if (joined.mode !== 'p2p') {
+      if (joined.mode !== 'p2p' && joined.mode !== 'sfu') {
         throw new SwitchboardError(
           'unsupported_mode',
           `Room "${this.roomName}" uses ${String(joined.mode).toUpperCase()} mode, which this page cannot join.`,
@@ -229,7 +242,8 @@ export class Room extends Emitter {
         const p = msg.participant;
         this.participants.set(p.id, p);
         this.emit('participant-joined', p);
-        if (connectsTo(this.role, p.role)) this._link(p, this.role !== 'sender');
+        if (this.server) this.emit('peer-state', { peerId: p.id, name: p.name, state: this.server.connectionState });
+        else if (connectsTo(this.role, p.role)) this._link(p, this.role !== 'sender');
         break;
       }
       case 'participant-left':
@@ -239,6 +253,10 @@ export class Room extends Emitter {
       case 'answer':
       case 'candidate':
       case 'ice-restart': {
+        if (this.mode === 'sfu') {
+          if (msg.from === SERVER_ID) this.server?.handleSignal(msg);
+          break;
+        }
         let link = this.links.get(msg.from);
         if (!link && msg.type === 'offer') {
           const p = this.participants.get(msg.from) ?? {
@@ -291,10 +309,16 @@ export class Room extends Emitter {
       // Normally we are the newcomer and offer first. After resuming, anyone new arrived
       // while we were away and already offers to us.
       const passive = this.role === 'receiver' || sameIdentity;
-      if (!this.links.has(p.id) && connectsTo(this.role, p.role)) this._link(p, passive);
+      if (this.mode === 'p2p' && !this.links.has(p.id) && connectsTo(this.role, p.role)) this._link(p, passive);
     }
     if (sameIdentity) {
       for (const link of linked) link.recoverIfDown();
+    }
+    if (this.mode === 'sfu') {
+      // A resumed session keeps its media; a new identity needs a new session.
+      if (!this.server) this.server = this._serverLink();
+      else if (sameIdentity) this.server.resync();
+      else this.server.restart();
     }
     if (!firstJoin) this.emit('connection', { state: 'connected', resumed: sameIdentity });
   }
@@ -305,6 +329,10 @@ export class Room extends Emitter {
    * @param {string} message
    */
   _onError(code, message) {
+    if ((code === 'media_failed' || code === 'invalid_sdp') && this.server) {
+      this.server.handleError(code, message);
+      return;
+    }
     if (this._joining && this._joinWaiter) {
       this._joining = false;
       this._joinWaiter({ type: 'error', code: /** @type {any} */ (code), message });
@@ -374,11 +402,53 @@ export class Room extends Emitter {
   }
 
   /**
+   * Create the connection to the server (SFU rooms).
+   * @private
+   * @returns {ServerLink}
+   */
+  _serverLink() {
+    const server = new ServerLink({
+      iceServers: () => this._iceServers,
+      iceTransportPolicy: this.iceTransportPolicy,
+      sendMedia: this.role !== 'receiver',
+      selfId: () => this.id,
+      nameOf: (id) => this.participants.get(id)?.name ?? 'Guest',
+      signal: (m) => this.signaling.send(m),
+      local: () => this._localState(),
+    });
+    /** @param {string} peerId */
+    const ref = (peerId) =>
+      peerId === SERVER_ID
+        ? { peerId, name: 'everyone' }
+        : { peerId, name: this.participants.get(peerId)?.name ?? 'Guest' };
+    server.on('state', ({ state }) => {
+      for (const p of this.participants.values()) this.emit('peer-state', { peerId: p.id, name: p.name, state });
+      this.emit('peer-state', { peerId: SERVER_ID, name: SERVER_NAME, state });
+    });
+    // A track may still arrive from someone who just left, until the server stops it.
+    server.on('stream', (e) => {
+      if (this.participants.has(e.peerId)) this.emit('stream', { ...e, ...ref(e.peerId) });
+    });
+    server.on('stream-removed', (e) => this.emit('stream-removed', { ...e, ...ref(e.peerId) }));
+    server.on('media', (e) => this.emit('peer-media', { ...e, ...ref(e.peerId) }));
+    server.on('chat', ({ peerId, text, ts }) => {
+      this.emit('chat', { from: peerId, name: ref(peerId).name, text, ts, self: false });
+    });
+    server.on('file-progress', (e) => this.emit('file-progress', { ...e, ...ref(e.peerId) }));
+    server.on('file', (e) => this.emit('file', { ...e, ...ref(e.peerId) }));
+    server.on('file-sent', (e) => this.emit('file-sent', { ...e, ...ref(e.peerId) }));
+    server.on('file-error', (e) => this.emit('file-error', { ...e, ...ref(e.peerId) }));
+    server.on('error', (e) => this.emit('error', e));
+    return server;
+  }
+
+  /**
    * @private
    * @param {string} id
    * @param {LeaveReason} reason
    */
   _removeParticipant(id, reason) {
+    this.server?.dropParticipant(id);
     const p = this.participants.get(id);
     this.participants.delete(id);
     const link = this.links.get(id);
@@ -402,10 +472,11 @@ export class Room extends Emitter {
 
   /** Connected remote participants with their link state. */
   peers() {
+    const server = this.server;
     return [...this.participants.values()].map((p) => ({
       ...p,
-      connectionState: this.links.get(p.id)?.connectionState ?? null,
-      media: this.links.get(p.id)?.remoteMedia ?? null,
+      connectionState: server ? server.connectionState : this.links.get(p.id)?.connectionState ?? null,
+      media: server ? server.remoteMedia.get(p.id) ?? null : this.links.get(p.id)?.remoteMedia ?? null,
     }));
   }
 
@@ -417,6 +488,7 @@ export class Room extends Emitter {
     for (const t of this.localStream?.getAudioTracks() ?? []) t.enabled = enabled;
     this.micEnabled = enabled && Boolean(this.localStream?.getAudioTracks().length);
     for (const link of this.links.values()) link.localStateChanged();
+    this.server?.localStateChanged();
   }
 
   /**
@@ -427,6 +499,7 @@ export class Room extends Emitter {
     for (const t of this.localStream?.getVideoTracks() ?? []) t.enabled = enabled;
     this.cameraEnabled = enabled && Boolean(this.localStream?.getVideoTracks().length);
     for (const link of this.links.values()) link.localStateChanged();
+    this.server?.localStateChanged();
   }
 
   /**
@@ -450,6 +523,7 @@ export class Room extends Emitter {
       });
     }
     for (const link of this.links.values()) link.addStream(stream, 'screen');
+    this.server?.addStream(stream, 'screen');
     this.emit('screen-share', { active: true, stream });
     return stream;
   }
@@ -460,6 +534,7 @@ export class Room extends Emitter {
     if (!stream) return;
     this.screenStream = null;
     for (const link of this.links.values()) link.removeStream('screen');
+    this.server?.removeStream('screen');
     stopStream(stream);
     this.emit('screen-share', { active: false, stream: null });
   }
@@ -473,12 +548,15 @@ export class Room extends Emitter {
     if (!trimmed) return;
     const ts = Date.now();
     for (const link of this.links.values()) link.sendChat(trimmed, ts);
+    this.server?.sendChat(trimmed, ts);
     this.emit('chat', { from: this.id, name: this.name, text: trimmed, ts, self: true });
   }
 
   /**
    * Send a file to every connected peer (or to one). Files over 100 MB are refused.
-   * Progress comes as `file-progress` events with `direction: 'send'`.
+   * Progress comes as `file-progress` events with `direction: 'send'`; in SFU rooms a file
+   * for everyone goes once, through the server, and its events name peer `sfu`
+   * ("everyone").
    * @param {File} file
    * @param {string} [peerId] only this peer
    * @returns {Promise<void>} resolves when every peer got the whole file
@@ -490,19 +568,31 @@ export class Room extends Emitter {
         `"${file.name}" is ${(file.size / 1048576).toFixed(1)} MB; files larger than 100 MB cannot be sent.`,
       );
     }
+    const transferId = `${this.id}-${++this._transferSeq}`;
+    if (this.server) {
+      if (this.participants.size === 0 || (peerId && !this.participants.has(peerId))) {
+        throw new SwitchboardError('no_peers', 'Nobody is connected to receive the file.');
+      }
+      return this.server.sendFile(file, transferId, peerId);
+    }
     const links = [...this.links.values()].filter((l) => !peerId || l.peerId === peerId);
     if (links.length === 0) throw new SwitchboardError('no_peers', 'Nobody is connected to receive the file.');
-    const transferId = `${this.id}-${++this._transferSeq}`;
     const results = await Promise.allSettled(links.map((l) => l.sendFile(file, transferId)));
     const failed = results.find((r) => r.status === 'rejected');
     if (failed && failed.status === 'rejected') throw failed.reason;
   }
 
   /**
-   * Statistics for every peer connection; bit rates are measured since the previous call.
+   * Statistics for every peer connection (in SFU rooms: the one to the server, named
+   * `Server`, with frames decoded per remote stream in `streams`); bit rates are measured
+   * since the previous call.
    * @returns {Promise<PeerStats[]>}
    */
   async getPeerStats() {
+    if (this.server) {
+      const stats = await this.server.getStats().catch(() => null);
+      return stats ? [stats] : [];
+    }
     const links = [...this.links.values()];
     const all = await Promise.all(links.map((l) => l.getStats().catch(() => null)));
     return all.filter((s) => s !== null);
@@ -527,6 +617,7 @@ export class Room extends Emitter {
     }
     for (const link of this.links.values()) link.close();
     this.links.clear();
+    this.server?.close();
     this.signaling.close();
   }
 }

@@ -2,7 +2,9 @@
 /**
  * Connection statistics: turns one `RTCPeerConnection.getStats()` report (plus the
  * previous sample, for rates) into a flat summary, and formats it for people.
- * Works with Chromium's and Firefox's reports.
+ * Works with Chromium's and Firefox's reports. A connection to the SFU carries the video
+ * of several participants; {@link summarizeStreams} splits its decoding counters by
+ * remote stream.
  * @module
  */
 
@@ -37,6 +39,18 @@
  *   candidate types of the selected ICE candidate pair
  * @property {string} connectionState `RTCPeerConnection.connectionState`
  * @property {number} timestamp Unix milliseconds of the counters (the report's timestamp)
+ * @property {StreamStats[]} [streams] the connection to the SFU only: every remote stream
+ *   it receives
+ */
+
+/**
+ * Video decoding of one remote stream.
+ * @typedef {object} StreamStats
+ * @property {string} peerId whose stream
+ * @property {string} name their display name
+ * @property {import('./types.js').StreamKind} kind
+ * @property {number} framesDecoded cumulative video frames decoded
+ * @property {number | null} framesPerSecond decoded frames per second, when known
  */
 
 /**
@@ -218,6 +232,29 @@ export function summarizeStats(report, prev, who) {
 }
 
 /**
+ * Video frames decoded per remote track, from the `inbound-rtp` entries of one report.
+ * Tracks are recognised by `trackIdentifier`, or else by the `mid` of their transceiver.
+ * @param {RTCStatsReport} report
+ * @param {Map<string, string>} trackOfMid receiving track id by transceiver `mid`
+ * @returns {Map<string, { framesDecoded: number, framesPerSecond: number | null }>} by track id
+ */
+export function summarizeStreams(report, trackOfMid) {
+  /** @type {Map<string, { framesDecoded: number, framesPerSecond: number | null }>} */
+  const byTrack = new Map();
+  report.forEach((s) => {
+    if (s.type !== 'inbound-rtp' || s.isRemote || (s.kind ?? s.mediaType) !== 'video') return;
+    const track = s.trackIdentifier ?? (typeof s.mid === 'string' ? trackOfMid.get(s.mid) : undefined);
+    if (!track) return;
+    // A track may have had several SSRCs (the server switched simulcast layers): add up.
+    const entry = byTrack.get(track) ?? { framesDecoded: 0, framesPerSecond: null };
+    entry.framesDecoded += s.framesDecoded ?? 0;
+    if (typeof s.framesPerSecond === 'number') entry.framesPerSecond = (entry.framesPerSecond ?? 0) + s.framesPerSecond;
+    byTrack.set(track, entry);
+  });
+  return byTrack;
+}
+
+/**
  * `1.2 Mbit/s`, `900 kbit/s`, `0 bit/s`.
  * @param {number} bitsPerSecond
  * @returns {string}
@@ -243,4 +280,16 @@ export function formatPeerStats(s) {
     `↓ ${formatBitrate(s.bitrateIn)} ↑ ${formatBitrate(s.bitrateOut)}, loss ${loss}%, ` +
     `RTT ${ms(s.rtt)}, jitter ${ms(s.jitter)}, ${s.framesDecoded} frames, ${codec}, ${path}`
   );
+}
+
+/**
+ * One line for people about a remote stream, e.g. `Bob: 1234 frames, 30 fps` (`Bob's
+ * screen: …` for a screen share).
+ * @param {StreamStats} s
+ * @returns {string}
+ */
+export function formatStreamStats(s) {
+  const who = s.kind === 'screen' ? `${s.name}’s screen` : s.name;
+  const fps = s.framesPerSecond === null ? '' : `, ${Math.round(s.framesPerSecond)} fps`;
+  return `${who}: ${s.framesDecoded} frames${fps}`;
 }

@@ -13,7 +13,9 @@
  *
  * - {@link joinRoom} / {@link Room}: rooms of peers (full mesh) or one sender and many
  *   receivers, over peer-to-peer connections with perfect negotiation, trickle ICE and
- *   ICE restarts; chat, file transfer, screen sharing, stats.
+ *   ICE restarts ({@link PeerLink}); or, in SFU rooms (`mode: 'sfu'`), over one
+ *   connection to the server that forwards everyone's media ({@link ServerLink}, with
+ *   simulcast). Chat, file transfer, screen sharing and stats work the same in both.
  * - {@link joinRandom} / {@link RandomSession}: random 1:1 pairing with Next.
  * - {@link getLocalMedia}: camera/microphone with clear errors and audio-only fallback.
  * - {@link Signaling}: the raw protocol client (docs/protocol.md), should you need it.
@@ -24,11 +26,13 @@ export { Emitter } from './emitter.js';
 export { SwitchboardError, describeError } from './errors.js';
 export { checkIceTransportPolicy, fetchIceServers, offersRelay, sanitizeIceServers } from './ice.js';
 export { MediaAccessError, getLocalMedia, getScreenMedia, stopStream, toMediaError } from './media.js';
-export { FILE_CHUNK_SIZE, MAX_FILE_SIZE, PeerLink } from './peer.js';
+export { ChannelEndpoint, FILE_CHUNK_SIZE, MAX_FILE_SIZE } from './channel.js';
+export { PeerLink } from './peer.js';
 export { RandomSession, joinRandom } from './random.js';
 export { Room, connectsTo, joinRoom } from './room.js';
+export { SERVER_ID, ServerLink, parseStreamId } from './server-link.js';
 export { Signaling, defaultSignalingUrl } from './signaling.js';
-export { formatBitrate, formatPeerStats, summarizeStats } from './stats.js';
+export { formatBitrate, formatPeerStats, formatStreamStats, summarizeStats, summarizeStreams } from './stats.js';
 
 /** Protocol version this SDK speaks. */
 export const PROTOCOL_VERSION = 1;

@@ -23,14 +23,21 @@
  * @typedef {'bad_json' | 'unknown_type' | 'invalid_message' | 'unsupported_version'
  *   | 'message_too_large' | 'rate_limited' | 'not_in_room' | 'already_joined' | 'room_full'
  *   | 'invalid_room' | 'invalid_name' | 'unknown_participant' | 'unsupported_mode'
- *   | 'role_taken' | 'not_matched' | 'server_busy' | 'resume_failed'} ServerErrorCode
+ *   | 'role_taken' | 'not_matched' | 'server_busy' | 'resume_failed' | 'invalid_sdp'
+ *   | 'media_failed'} ServerErrorCode
  */
 
 /**
- * Messages a client sends.
+ * What a published m-line carries, in an SFU offer's `tracks` (by `mid`).
+ * @typedef {'microphone' | 'camera' | 'screen' | 'screen-audio'} TrackSource
+ */
+
+/**
+ * Messages a client sends. `tracks` goes with an offer to the server (`to: 'sfu'`) in SFU
+ * rooms.
  * @typedef {{ type: 'join', v: 1, room: string, name: string, role?: Role, mode?: Mode, resume?: string }
  *   | { type: 'leave' }
- *   | { type: 'offer', to: string, sdp: string }
+ *   | { type: 'offer', to: string, sdp: string, tracks?: Record<string, TrackSource> }
  *   | { type: 'answer', to: string, sdp: string }
  *   | { type: 'candidate', to: string, candidate: RTCIceCandidateInit | null }
  *   | { type: 'ice-restart', to: string }

@@ -137,6 +137,33 @@ pub async fn assert_full_mesh(people: &[(&Browser, &str)]) -> anyhow::Result<()>
     Ok(())
 }
 
+/// 32-bit FNV-1a of `bytes`, computed the same way in the page by [`fetched_fnv1a`].
+pub fn fnv1a(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5_u32, |hash, &b| {
+        (hash ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
+}
+
+/// Fetches `url` in `page` (e.g. the `blob:` link of a received file) and returns its
+/// length and its [`fnv1a`] hash.
+pub async fn fetched_fnv1a(page: &Browser, url: &str) -> anyhow::Result<(u64, u32)> {
+    let value = page
+        .js(
+            "return fetch(arguments[0]).then((r) => r.arrayBuffer()).then((ab) => {
+                 const buf = new Uint8Array(ab);
+                 let h = 0x811c9dc5;
+                 for (const b of buf) { h = Math.imul(h ^ b, 0x01000193) >>> 0; }
+                 return { len: buf.length, hash: h };
+             });",
+            vec![serde_json::json!(url)],
+        )
+        .await?;
+    match (value["len"].as_u64(), value["hash"].as_u64()) {
+        (Some(len), Some(hash)) => Ok((len, u32::try_from(hash)?)),
+        _ => anyhow::bail!("[{}] fetching {url} gave {value}", page.label()),
+    }
+}
+
 /// The diagnostics of several pages, for a failure that involves all of them.
 pub async fn diagnostics_of(browsers: &[&Browser]) -> String {
     let mut out = String::new();

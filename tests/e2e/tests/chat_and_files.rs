@@ -2,7 +2,9 @@
 
 use anyhow::{Result, ensure};
 use serde_json::json;
-use switchboard_e2e::{Browser, BrowserKind, MIN_FRAMES, TestServer, camera_of, join_room};
+use switchboard_e2e::{
+    Browser, BrowserKind, MIN_FRAMES, TestServer, camera_of, fetched_fnv1a, fnv1a, join_room,
+};
 
 /// Waits until `reader`'s chat log shows `text` from `from`.
 async fn wait_for_chat(reader: &Browser, from: &str, text: &str) -> Result<()> {
@@ -60,13 +62,6 @@ async fn chat_messages_reach_the_other_page_with_the_senders_name() -> Result<()
     ensure!(misattributed == 0, "ann's own message is shown as ben's");
     server.shutdown().await;
     Ok(())
-}
-
-/// 32-bit FNV-1a, computed the same way in the page.
-fn fnv1a(bytes: &[u8]) -> u32 {
-    bytes.iter().fold(0x811c_9dc5_u32, |hash, &b| {
-        (hash ^ u32::from(b)).wrapping_mul(0x0100_0193)
-    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -132,25 +127,13 @@ async fn a_file_sent_from_one_page_is_listed_on_the_other_with_its_size() -> Res
     );
 
     // The offered file holds exactly the bytes that were sent.
-    let href = entry["href"].clone();
+    let Some(href) = entry["href"].as_str() else {
+        anyhow::bail!("ben's entry has no link to the file: {entry}");
+    };
+    let (len, hash) = fetched_fnv1a(ben, href).await?;
     ensure!(
-        href.is_string(),
-        "ben's entry has no link to the file: {entry}"
-    );
-    let hash = ben
-        .js(
-            "return fetch(arguments[0]).then((r) => r.arrayBuffer()).then((ab) => {
-                 const buf = new Uint8Array(ab);
-                 let h = 0x811c9dc5;
-                 for (const b of buf) { h = Math.imul(h ^ b, 0x01000193) >>> 0; }
-                 return { len: buf.length, hash: h };
-             });",
-            vec![href],
-        )
-        .await?;
-    ensure!(
-        hash["len"] == content.len() && hash["hash"] == fnv1a(&content),
-        "ben received different bytes: {hash}, expected len {} hash {}",
+        len == content.len() as u64 && hash == fnv1a(&content),
+        "ben received different bytes: len {len} hash {hash}, expected len {} hash {}",
         content.len(),
         fnv1a(&content)
     );
