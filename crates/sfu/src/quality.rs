@@ -37,7 +37,7 @@ impl Default for Quality {
         Quality {
             tick: Duration::from_millis(250),
             layer_up_hold: Duration::from_secs(3),
-            initial_estimate: 1_000_000,
+            initial_estimate: 3_000_000,
             dominant_speaker_hold: Duration::from_secs(1),
             speaking_level: 50,
         }

@@ -537,6 +537,11 @@ impl Router {
             // Start on the layer that fits now (no hold: nothing to flap from yet).
             self.allocate_for(subscriber, now);
             self.request_keyframe_if_waiting(subscriber, track, now);
+            // Whichever layer's keyframe comes first starts the stream (see `on_media`).
+            let layers = self.tracks.get(&track).map(|t| t.info.layers.clone());
+            for rid in layers.into_iter().flatten() {
+                self.request_keyframe_for(track, Some(rid), now);
+            }
         }
         Ok(())
     }
@@ -921,7 +926,10 @@ impl Router {
             let forward = if sub.current == Some(rid) {
                 // Already on this layer. A keyframe of it completes nothing else.
                 true
-            } else if sub.target == rid && starts {
+            } else if starts && (sub.target == rid || (sub.current.is_none() && is_keyframe)) {
+                // A new subscriber starts on the first keyframe of any layer rather than
+                // wait for its target's (a late joiner sees video sooner) and moves to the
+                // target at that layer's keyframe.
                 sub.current = Some(rid);
                 true
             } else {

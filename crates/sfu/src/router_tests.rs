@@ -252,7 +252,7 @@ fn subscriber_pli_reaches_the_publisher() {
 }
 
 #[test]
-fn simulcast_starts_on_the_default_layer_and_switches_at_a_keyframe() {
+fn simulcast_starts_on_the_first_keyframe_and_switches_at_the_targets() {
     let t0 = Instant::now();
     let mut r = Router::new(Limits::default());
     r.join(room("r"), A).unwrap();
@@ -270,31 +270,44 @@ fn simulcast_starts_on_the_default_layer_and_switches_at_a_keyframe() {
     assert_eq!(r.track(video).unwrap().layers, layers);
     drain(&mut r);
     r.subscription_ready(B, video, mid("b1"), t0).unwrap();
+    // Every layer is asked for a keyframe: whichever comes first starts the stream.
     assert_eq!(
         keyframe_requests(&drain(&mut r)),
-        vec![(A, mid("1"), Some(rid("h")))]
+        vec![
+            (A, mid("1"), Some(rid("h"))),
+            (A, mid("1"), Some(rid("m"))),
+            (A, mid("1"), Some(rid("l")))
+        ]
     );
 
-    // Only the chosen layer, from its keyframe.
-    assert!(targets(&mut r, video, Some(rid("l")), true, t0).is_empty());
-    assert_eq!(targets(&mut r, video, Some(rid("h")), true, t0), vec![B]);
+    // Nothing before a keyframe; the first one (l's here) starts the stream, and the target
+    // (h) takes over at its own keyframe.
     assert!(targets(&mut r, video, Some(rid("m")), false, t0).is_empty());
+    assert_eq!(targets(&mut r, video, Some(rid("l")), true, t0), vec![B]);
+    assert_eq!(targets(&mut r, video, Some(rid("l")), false, t0), vec![B]);
+    assert!(targets(&mut r, video, Some(rid("h")), false, t0).is_empty());
+    assert_eq!(targets(&mut r, video, Some(rid("h")), true, t0), vec![B]);
+    assert!(
+        targets(&mut r, video, Some(rid("l")), false, t0).is_empty(),
+        "left l"
+    );
+    assert!(targets(&mut r, video, Some(rid("m")), true, t0).is_empty());
 
     // Switch to "l": "h" keeps flowing until an "l" keyframe, which is requested.
-    r.select_layer(B, video, rid("l"), t0).unwrap();
+    let t1 = t0 + Duration::from_secs(1);
+    r.select_layer(B, video, rid("l"), t1).unwrap();
     assert_eq!(
         keyframe_requests(&drain(&mut r)),
         vec![(A, mid("1"), Some(rid("l")))],
-        "per-layer rate limit: l was never asked"
     );
-    assert_eq!(targets(&mut r, video, Some(rid("h")), false, t0), vec![B]);
-    assert!(targets(&mut r, video, Some(rid("l")), false, t0).is_empty());
-    assert_eq!(targets(&mut r, video, Some(rid("l")), true, t0), vec![B]);
+    assert_eq!(targets(&mut r, video, Some(rid("h")), false, t1), vec![B]);
+    assert!(targets(&mut r, video, Some(rid("l")), false, t1).is_empty());
+    assert_eq!(targets(&mut r, video, Some(rid("l")), true, t1), vec![B]);
     assert!(
-        targets(&mut r, video, Some(rid("h")), false, t0).is_empty(),
+        targets(&mut r, video, Some(rid("h")), false, t1).is_empty(),
         "old layer stops"
     );
-    assert_eq!(targets(&mut r, video, Some(rid("l")), false, t0), vec![B]);
+    assert_eq!(targets(&mut r, video, Some(rid("l")), false, t1), vec![B]);
     assert_eq!(
         r.subscription_state(B, video),
         Some(SubscriptionState::Forwarding {
