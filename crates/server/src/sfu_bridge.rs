@@ -238,6 +238,9 @@ struct Session {
     handle: ParticipantHandle,
     /// An offer of the client's was accepted: the session has a WebRTC connection.
     negotiated: bool,
+    /// The DTLS fingerprint of the client's accepted offers: another one means a new
+    /// `RTCPeerConnection`, which needs a new session.
+    fingerprint: Option<String>,
 }
 
 struct Bridge {
@@ -377,6 +380,17 @@ impl Bridge {
         let Some(member) = self.members.get_mut(&participant) else {
             return;
         };
+        let fingerprint = dtls_fingerprint(sdp);
+        // A client that rebuilt its connection offers from a new one: replace the session
+        // now rather than let the old one time out.
+        let replaced = member.session.as_ref().is_some_and(|s| {
+            s.negotiated && fingerprint.is_some() && s.fingerprint.as_deref() != fingerprint
+        });
+        if replaced && let Some(old) = member.session.take() {
+            tracing::debug!(%participant, "new connection: replacing the SFU session");
+            self.by_engine.remove(&old.engine_id);
+            let _ = old.handle.leave().await;
+        }
         if member.session.is_none() {
             let engine_id = self.next_engine_id;
             self.next_engine_id += 1;
@@ -387,6 +401,7 @@ impl Bridge {
                         engine_id,
                         handle,
                         negotiated: false,
+                        fingerprint: None,
                     });
                     self.by_engine.insert(engine_id, participant.clone());
                 }
@@ -408,6 +423,7 @@ impl Bridge {
         match session.handle.accept_offer(sdp, &sources).await {
             Ok(answer) => {
                 session.negotiated = true;
+                session.fingerprint = fingerprint.map(str::to_owned);
                 // The engine drops its own offer when the client's crosses it.
                 member.unanswered = None;
                 send(
@@ -521,6 +537,12 @@ impl Bridge {
         let id = self.by_engine.get(&engine.0)?;
         self.members.get_mut(id)
     }
+}
+
+/// The value of the first `a=fingerprint:` line (session or media level).
+fn dtls_fingerprint(sdp: &str) -> Option<&str> {
+    sdp.lines()
+        .find_map(|line| line.trim_end().strip_prefix("a=fingerprint:"))
 }
 
 fn engine_source(source: MediaSource) -> TrackSource {

@@ -61,6 +61,12 @@ async fn offers_to_the_server_are_answered_by_the_media_engine() {
     // Nothing of this reaches the other participant.
     bob.expect_silence().await;
 
+    // An offer from a new connection (another DTLS certificate) replaces the session
+    // instead of waiting for the old one to time out.
+    ann.send(json!({"type": "offer", "to": "sfu", "sdp": browser_like_offer()}))
+        .await;
+    assert_eq!(ann.recv().await["type"], "answer");
+
     // Candidates for the server are accepted silently (it is ICE-lite).
     let candidate = json!({"candidate": "candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host", "sdpMid": "0"});
     ann.send(json!({"type": "candidate", "to": "sfu", "candidate": candidate}))

@@ -22,13 +22,23 @@ pub(crate) const MAX_SDP_LEN: usize = 64 * 1024;
 struct Section<'a> {
     kind: &'a str,
     port_zero: bool,
+    /// `a=bundle-only`: port 0 only because it rides on the bundle's transport (Firefox
+    /// with `max-bundle`), not rejected.
+    bundle_only: bool,
     supported: bool,
+}
+
+impl Section<'_> {
+    fn rejected(&self) -> bool {
+        self.port_zero && !self.bundle_only
+    }
 }
 
 /// What the engine needs to know of an offer it will accept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct OfferSummary {
-    /// An application m-line (SCTP data channels) that is not rejected (port 0).
+    /// An application m-line (SCTP data channels) that is not rejected (port 0 without
+    /// `a=bundle-only`).
     pub(crate) data_channels: bool,
 }
 
@@ -49,12 +59,17 @@ pub(crate) fn check_offer(sdp: &str) -> Result<OfferSummary, SdpError> {
             sections.push(Section {
                 kind,
                 port_zero,
+                bundle_only: false,
                 supported: false,
             });
             if sections.len() > MAX_MEDIA_SECTIONS {
                 return Err(SdpError::Invalid(format!(
                     "more than {MAX_MEDIA_SECTIONS} media sections"
                 )));
+            }
+        } else if line == "a=bundle-only" {
+            if let Some(section) = sections.last_mut() {
+                section.bundle_only = true;
             }
         } else if let Some(rest) = line.strip_prefix("a=rtpmap:") {
             let codec = rest
@@ -76,7 +91,7 @@ pub(crate) fn check_offer(sdp: &str) -> Result<OfferSummary, SdpError> {
     }
     for (index, s) in sections.iter().enumerate() {
         let media = s.kind == "audio" || s.kind == "video";
-        if media && !s.port_zero && !s.supported {
+        if media && !s.rejected() && !s.supported {
             return Err(SdpError::UnsupportedCodecs {
                 index,
                 kind: s.kind.to_string(),
@@ -85,7 +100,7 @@ pub(crate) fn check_offer(sdp: &str) -> Result<OfferSummary, SdpError> {
     }
     let data_channels = sections
         .iter()
-        .any(|s| s.kind == "application" && !s.port_zero);
+        .any(|s| s.kind == "application" && !s.rejected());
     Ok(OfferSummary { data_channels })
 }
 
@@ -102,6 +117,35 @@ mod tests {
     fn no_media_section_is_refused() {
         assert_eq!(check_offer(HEADER), Err(SdpError::NoMedia));
         assert_eq!(check_offer(""), Err(SdpError::NoMedia));
+    }
+
+    #[test]
+    fn bundle_only_sections_count_as_present() {
+        // Firefox with max-bundle: later m-lines have port 0 and a=bundle-only.
+        let sdp = format!(
+            "{HEADER}m=audio 9 UDP/TLS/RTP/SAVPF 109\r\na=rtpmap:109 opus/48000/2\r\n\
+             m=application 0 UDP/DTLS/SCTP webrtc-datachannel\r\na=bundle-only\r\n"
+        );
+        assert_eq!(
+            check_offer(&sdp),
+            Ok(OfferSummary {
+                data_channels: true
+            })
+        );
+        let sdp = format!(
+            "{HEADER}m=audio 9 UDP/TLS/RTP/SAVPF 109\r\na=rtpmap:109 opus/48000/2\r\n\
+             m=video 0 UDP/TLS/RTP/SAVPF 96\r\na=bundle-only\r\na=rtpmap:96 FOO/90000\r\n"
+        );
+        assert!(matches!(
+            check_offer(&sdp),
+            Err(SdpError::UnsupportedCodecs { index: 1, .. })
+        ));
+        // Port 0 alone is a rejected section: no data channels.
+        let sdp = format!(
+            "{HEADER}m=audio 9 UDP/TLS/RTP/SAVPF 109\r\na=rtpmap:109 opus/48000/2\r\n\
+             m=application 0 UDP/DTLS/SCTP webrtc-datachannel\r\n"
+        );
+        assert_eq!(check_offer(&sdp), Ok(NO_DATA));
     }
 
     #[test]
