@@ -1,7 +1,8 @@
 // @ts-check
 /**
  * Broadcast receiver page (`/receiver?room=…`): joins as a `receiver` (no camera needed)
- * and plays the sender's stream, over its own connection to the sender.
+ * and plays the sender's stream, over its own connection to the sender — or, once the
+ * broadcast outgrew peer-to-peer and moved to the SFU, through the server.
  * @module
  */
 
@@ -98,7 +99,7 @@ function wire(r) {
   r.on('participant-left', ({ id, name }) => {
     if (id !== senderId) return;
     senderId = '';
-    clearRemote();
+    clearRemote(r);
     showStatus(`${name || 'The sender'} stopped broadcasting. Waiting for the sender…`, 'info');
   });
   r.on('stream', ({ peerId, name, stream, kind }) => {
@@ -107,12 +108,16 @@ function wire(r) {
     ui.remote.dataset.name = name;
     ui.remote.dataset.kind = 'camera';
     attachStream(ui.remote, stream);
+    r.observeTile(stream, ui.remote);
     ui.remoteName.textContent = name;
     ui.remoteTile.classList.toggle('no-video', stream.getVideoTracks().length === 0);
     showStatus(`Watching ${name}`, 'ok');
   });
   r.on('stream-removed', ({ peerId, kind }) => {
-    if (kind === 'camera' && ui.remote.dataset.peerId === peerId) clearRemote();
+    if (kind === 'camera' && ui.remote.dataset.peerId === peerId) clearRemote(r);
+  });
+  r.on('mode', ({ mode }) => {
+    if (mode === 'sfu') showStatus('The broadcast now comes through the server…', 'info');
   });
   r.on('peer-media', ({ mic, camera }) => {
     ui.remoteTile.classList.toggle('mic-off', !mic);
@@ -132,7 +137,7 @@ function wire(r) {
     clearInterval(statsTimer);
     room = null;
     setDebugHook(null);
-    clearRemote();
+    clearRemote(r);
     ui.room.disabled = false;
     ui.name.disabled = false;
     ui.start.disabled = false;
@@ -142,7 +147,9 @@ function wire(r) {
   });
 }
 
-function clearRemote() {
+/** @param {Room} r */
+function clearRemote(r) {
+  r.unobserveTile(ui.remote);
   ui.remote.srcObject = null;
   delete ui.remote.dataset.peerId;
   delete ui.remote.dataset.name;

@@ -218,18 +218,28 @@ function wireRoom(r) {
       const tile = cameraTile(peerId, name);
       const video = tileVideo(tile);
       attachStream(video, stream);
+      r.observeTile(stream, video);
       tile.classList.toggle('no-video', stream.getVideoTracks().length === 0);
     } else {
       const tile = screenTile(peerId, name, stream.id);
       attachStream(tileVideo(tile), stream);
+      r.observeTile(stream, tileVideo(tile));
     }
+  });
+  r.on('mode', ({ mode }) => showMode(mode));
+  r.on('dominant-speaker', ({ id, self }) => {
+    for (const tile of ui.grid.querySelectorAll('.tile.speaking')) tile.classList.remove('speaking');
+    tiles.get(self ? 'self:camera' : `${id}:camera`)?.classList.add('speaking');
   });
   r.on('stream-removed', ({ peerId, stream, kind }) => {
     if (kind === 'screen') {
+      const tile = tiles.get(`${peerId}:screen:${stream.id}`);
+      if (tile) r.unobserveTile(tileVideo(tile));
       removeTile(`${peerId}:screen:${stream.id}`);
     } else {
       const tile = tiles.get(`${peerId}:camera`);
       if (tile) {
+        r.unobserveTile(tileVideo(tile));
         tileVideo(tile).srcObject = null;
         tile.classList.add('no-video');
       }

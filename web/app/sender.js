@@ -1,7 +1,8 @@
 // @ts-check
 /**
  * Broadcast sender page (`/sender?room=…&name=…`): joins a room as its one `sender` and
- * streams the camera to every receiver over its own connection.
+ * streams the camera to every receiver over its own connection — or, once the broadcast
+ * outgrew peer-to-peer and moved to the SFU, once to the server, which forwards it.
  * @module
  */
 
@@ -131,6 +132,9 @@ function wire(r) {
   r.on('participant-left', () => updateViewers(r));
   r.on('peer-state', ({ name, state }) => {
     if (state === 'failed') showStatus(`The connection to viewer ${name} failed — trying again…`, 'warn', { hideAfterMs: 6000 });
+  });
+  r.on('mode', ({ mode }) => {
+    if (mode === 'sfu') showStatus('Many viewers: the broadcast now goes through the server.', 'info', { hideAfterMs: 6000 });
   });
   r.on('connection', ({ state }) => {
     if (state === 'reconnecting') showStatus('Connection lost — reconnecting…', 'warn');

@@ -13,6 +13,11 @@
  * - `sfu`: one {@link ServerLink} to the server, which forwards everyone's media and data
  *   channel messages (see server-link.js).
  *
+ * A `p2p` broadcast (a sender and its receivers) that outgrows peer-to-peer is moved to the
+ * SFU by the server (`mode-changed`, or a resumed `joined` with another `mode`): the room
+ * closes its peer links, opens the server link as if it had joined in SFU mode, and emits
+ * `mode`.
+ *
  * Either way the room reports the same events (`stream`, `stream-removed`, `peer-state`,
  * `chat`, files, …), so a page works with both.
  * @module
@@ -71,6 +76,10 @@ import { Signaling } from './signaling.js';
  * - `file-sent` — a file was fully handed to a peer's channel.
  * - `file-error` — a transfer failed or was refused, with a message for people.
  * - `screen-share` — our own screen share started or stopped.
+ * - `mode` — the room changed topology (a broadcast outgrew peer-to-peer and moved to the
+ *   server): peer connections are closed and media now goes through the {@link ServerLink};
+ *   streams come again as `stream` events.
+ * - `dominant-speaker` — SFU rooms: this participant (possibly us) is now the one speaking.
  * - `connection` — signaling connection: `reconnecting` (lost, retrying), `connected`
  *   (back; `resumed` false means we re-entered as a new participant).
  * - `error` — a server error outside of joining (e.g. `rate_limited`), or a fatal one.
@@ -88,6 +97,8 @@ import { Signaling } from './signaling.js';
  * @property {PeerRef & { transferId: string, fileName: string, size: number }} file-sent
  * @property {PeerRef & { transferId: string, fileName: string, direction: 'send' | 'receive', message: string }} file-error
  * @property {{ active: boolean, stream: MediaStream | null }} screen-share
+ * @property {{ mode: Mode }} mode
+ * @property {{ id: string, name: string, self: boolean }} dominant-speaker
  * @property {{ state: 'reconnecting' | 'connected', resumed: boolean }} connection
  * @property {{ code: string, message: string }} error
  * @property {{ reason: 'left' | 'error' }} left
@@ -270,6 +281,15 @@ export class Room extends Emitter {
         link?.handleSignal(msg);
         break;
       }
+      case 'mode-changed':
+        if (msg.mode === 'p2p' || msg.mode === 'sfu') this._switchMode(msg.mode, true);
+        break;
+      case 'dominant-speaker': {
+        const self = msg.id === this.id;
+        const name = self ? this.name : this.participants.get(msg.id)?.name ?? '';
+        this.emit('dominant-speaker', { id: msg.id, name, self });
+        break;
+      }
       case 'error':
         this._onError(msg.code, msg.message);
         break;
@@ -287,6 +307,10 @@ export class Room extends Emitter {
     const sameIdentity = msg.resumed && msg.id === this.id;
     this._joining = false;
     this._resume = msg.resume;
+    // The room moved (e.g. to the SFU) while our socket was down: drop the old topology's
+    // connections first; the new one is set up below.
+    const switched = !firstJoin && msg.mode !== this.mode && (msg.mode === 'p2p' || msg.mode === 'sfu');
+    if (switched) this._switchMode(msg.mode, false);
     this.mode = msg.mode;
     this.role = msg.role;
     if (!firstJoin && !sameIdentity) {
@@ -320,7 +344,68 @@ export class Room extends Emitter {
       else if (sameIdentity) this.server.resync();
       else this.server.restart();
     }
+    if (switched) this.emit('mode', { mode: this.mode });
     if (!firstJoin) this.emit('connection', { state: 'connected', resumed: sameIdentity });
+  }
+
+  /**
+   * The room changed topology: close the connections of the old one and open those of the
+   * new one (for `sfu`: one {@link ServerLink}, which publishes our camera, microphone and
+   * screen share, and receives everyone else's).
+   * @private
+   * @param {Mode} mode
+   * @param {boolean} connect open the new topology's connections now (otherwise the
+   *   caller does, e.g. {@link Room#_onJoined})
+   */
+  _switchMode(mode, connect) {
+    if (mode === this.mode || this.closed) return;
+    console.info(`switchboard: room "${this.roomName}" moves from ${this.mode} to ${mode}`);
+    this.mode = mode;
+    for (const [id, link] of [...this.links]) {
+      this.links.delete(id);
+      for (const { stream, kind } of link.remoteStreams) {
+        this.emit('stream-removed', { peerId: id, name: link.name, stream, kind });
+      }
+      link.close();
+    }
+    if (mode === 'p2p' && this.server) {
+      const server = this.server;
+      this.server = null;
+      for (const { peerId, stream, kind } of server.remoteStreams) {
+        this.emit('stream-removed', { peerId, name: this.participants.get(peerId)?.name ?? '', stream, kind });
+      }
+      server.close();
+    }
+    if (!connect) return;
+    if (mode === 'sfu') {
+      if (!this.server) this.server = this._serverLink();
+    } else {
+      for (const p of this.participants.values()) {
+        if (connectsTo(this.role, p.role)) this._link(p, this.role === 'receiver');
+      }
+    }
+    this.emit('mode', { mode });
+  }
+
+  /**
+   * Tell the SDK that `video` shows `stream` (a remote stream from a `stream` event). In
+   * SFU rooms the connection to the server then reports the element's size (`view`), so
+   * the server sends a video layer no larger than needed, and nothing while the element
+   * or the page is hidden. Call it again when the element shows another stream; a no-op in
+   * peer-to-peer rooms.
+   * @param {MediaStream} stream
+   * @param {HTMLVideoElement} video
+   */
+  observeTile(stream, video) {
+    this.server?.observeTile(stream, video);
+  }
+
+  /**
+   * Stop reporting the size of `video` (its tile was removed).
+   * @param {HTMLVideoElement} video
+   */
+  unobserveTile(video) {
+    this.server?.unobserveTile(video);
   }
 
   /**

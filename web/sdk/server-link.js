@@ -19,6 +19,11 @@
  *   participant in our session, labelled `<sender id>/switchboard`. Both speak the same
  *   protocol as a peer's channel (channel.js): chat, media state, files. Whenever a channel
  *   from someone new appears we send our media state again, so newcomers learn it.
+ * - **View hints.** For every video element the page registered with
+ *   {@link ServerLink#observeTile}, a `ResizeObserver` measures it and we tell the server
+ *   how large each received video track is shown (`view` `{mid, width, height}`: CSS pixels
+ *   × `devicePixelRatio`; `0 × 0` while the element or the page is hidden), at most once a
+ *   second per track and only when the size changed by more than a fifth.
  * - **Failure.** The server is ICE-lite (its one candidate is in its SDP, so we send no
  *   candidates) and gives up on a session whose ICE/DTLS is not up within 15 s or that
  *   goes silent (`error` `media_failed`). Then, or when the browser reports the connection
@@ -69,6 +74,32 @@ const ANSWER_TIMEOUT_MS = 10000;
 const STALE_FAILURE_MS = 3000;
 /** Media-state messages prompted by newcomers are sent at most this often. */
 const STATE_RESEND_MS = 300;
+/** `view` messages are sent at most this often per track. */
+const VIEW_INTERVAL_MS = 1000;
+/** A tile size change smaller than this (relative, per dimension) is not reported. */
+const VIEW_CHANGE = 0.2;
+
+/**
+ * What we told the server about one received video track (by `mid`).
+ * @typedef {object} ViewState
+ * @property {{ width: number, height: number } | null} sent the last size sent
+ * @property {number} sentAt `performance.now()` of that
+ * @property {{ width: number, height: number } | null} pending a size to send later
+ * @property {ReturnType<typeof setTimeout> | undefined} timer
+ */
+
+/**
+ * Whether a tile size differs enough from the one the server knows to be worth a message.
+ * @param {{ width: number, height: number } | null} before
+ * @param {{ width: number, height: number }} now
+ * @returns {boolean}
+ */
+export function viewChanged(before, now) {
+  if (!before) return true;
+  /** @param {number} a @param {number} b */
+  const differs = (a, b) => (a === 0 || b === 0 ? a !== b : Math.abs(a - b) / a > VIEW_CHANGE);
+  return differs(before.width, now.width) || differs(before.height, now.height);
+}
 
 /**
  * @typedef {object} ServerLinkOptions
@@ -182,6 +213,14 @@ export class ServerLink extends Emitter {
     /** @type {ReturnType<typeof setTimeout> | undefined} */
     this._stateTimer = undefined;
 
+    /** @type {Map<HTMLVideoElement, MediaStream>} tiles whose size we report */
+    this._tiles = new Map();
+    /** @type {Map<string, ViewState>} what we told the server, by `mid` (current session) */
+    this._views = new Map();
+    /** @type {ResizeObserver | null} */
+    this._resizeObserver = null;
+    this._onVisibility = () => this._updateViews();
+
     this._startSession();
   }
 
@@ -283,6 +322,8 @@ export class ServerLink extends Emitter {
     this.outbox.detach();
     for (const inbox of this.inboxes.values()) inbox.detach();
     for (const [id, entry] of [...this._remote]) this._dropRemote(id, entry);
+    for (const view of this._views.values()) clearTimeout(view.timer);
+    this._views.clear();
     this.pc?.close();
   }
 
@@ -529,6 +570,7 @@ export class ServerLink extends Emitter {
       this._opts.signal({ type: 'answer', to: SERVER_ID, sdp: answer.sdp });
     }
     this._reconcileRemote();
+    this._updateViews();
     await this._offerIfReady();
   }
 
@@ -656,6 +698,116 @@ export class ServerLink extends Emitter {
     this.inboxes.get(peerId)?.close();
     this.inboxes.delete(peerId);
     this.remoteMedia.delete(peerId);
+  }
+
+  // ------------------------------------------------------------------ view hints
+
+  /**
+   * Report how large `video` (which shows the received `stream`) is on screen, now and
+   * whenever that changes, so the server sends a layer no larger than needed (`view`).
+   * @param {MediaStream} stream
+   * @param {HTMLVideoElement} video
+   */
+  observeTile(stream, video) {
+    if (this.closed) return;
+    if (typeof ResizeObserver === 'undefined') return;
+    if (!this._resizeObserver) {
+      this._resizeObserver = new ResizeObserver(() => this._updateViews());
+      document.addEventListener('visibilitychange', this._onVisibility);
+    }
+    const known = this._tiles.has(video);
+    this._tiles.set(video, stream);
+    if (!known) this._resizeObserver.observe(video);
+    this._updateViews();
+  }
+
+  /**
+   * Stop reporting `video`'s size (its tracks then count as hidden unless another element
+   * shows them).
+   * @param {HTMLVideoElement} video
+   */
+  unobserveTile(video) {
+    if (!this._tiles.delete(video)) return;
+    this._resizeObserver?.unobserve(video);
+    this._updateViews();
+  }
+
+  /**
+   * Measure every observed tile and tell the server about sizes that changed.
+   * @private
+   */
+  _updateViews() {
+    if (this.closed || !this.pc || this._tiles.size === 0) return;
+    const hiddenPage = typeof document !== 'undefined' && document.visibilityState === 'hidden';
+    const dpr = globalThis.devicePixelRatio || 1;
+    /** @type {Map<string, { width: number, height: number }>} largest size per track id */
+    const byTrack = new Map();
+    for (const [video, stream] of this._tiles) {
+      if (video.srcObject !== stream) continue;
+      let width = 0;
+      let height = 0;
+      if (!hiddenPage && video.isConnected) {
+        width = Math.round(video.clientWidth * dpr);
+        height = Math.round(video.clientHeight * dpr);
+        if (!width || !height || video.getClientRects().length === 0) width = height = 0;
+      }
+      for (const track of stream.getVideoTracks()) {
+        const before = byTrack.get(track.id);
+        if (!before || width * height > before.width * before.height) byTrack.set(track.id, { width, height });
+      }
+    }
+    for (const t of this.pc.getTransceivers()) {
+      const track = t.receiver.track;
+      if (t.mid === null || track.kind !== 'video') continue;
+      const size = byTrack.get(track.id);
+      // A track no observed tile shows any more counts as hidden, if we ever reported it.
+      if (size) this._reportView(t.mid, size);
+      else if (this._views.has(t.mid)) this._reportView(t.mid, { width: 0, height: 0 });
+    }
+  }
+
+  /**
+   * Send `view` for `mid`, at most once a second and only for a real change.
+   * @private
+   * @param {string} mid
+   * @param {{ width: number, height: number }} size
+   */
+  _reportView(mid, size) {
+    let view = this._views.get(mid);
+    if (!view) {
+      view = { sent: null, sentAt: 0, pending: null, timer: undefined };
+      this._views.set(mid, view);
+    }
+    if (!viewChanged(view.sent, size)) {
+      view.pending = null;
+      return;
+    }
+    view.pending = size;
+    const wait = view.sent ? view.sentAt + VIEW_INTERVAL_MS - performance.now() : 0;
+    if (wait <= 0) {
+      this._flushView(mid, view);
+      return;
+    }
+    if (view.timer) return;
+    const v = view;
+    view.timer = setTimeout(() => {
+      v.timer = undefined;
+      if (this._views.get(mid) === v) this._flushView(mid, v);
+    }, wait);
+  }
+
+  /**
+   * @private
+   * @param {string} mid
+   * @param {ViewState} view
+   */
+  _flushView(mid, view) {
+    const size = view.pending;
+    view.pending = null;
+    if (this.closed || !size || !viewChanged(view.sent, size)) return;
+    view.sent = size;
+    view.sentAt = performance.now();
+    this._opts.signal({ type: 'view', mid, width: size.width, height: size.height });
   }
 
   // ------------------------------------------------------------------ data
@@ -815,6 +967,10 @@ export class ServerLink extends Emitter {
     this.removeAllListeners();
     clearTimeout(this._retryTimer);
     clearTimeout(this._stateTimer);
+    this._resizeObserver?.disconnect();
+    this._resizeObserver = null;
+    this._tiles.clear();
+    if (typeof document !== 'undefined') document.removeEventListener('visibilitychange', this._onVisibility);
     this._teardown();
     this.outbox.close();
     for (const inbox of this.inboxes.values()) inbox.close();

@@ -43,6 +43,7 @@
  *   | { type: 'ice-restart', to: string }
  *   | { type: 'random', v: 1, name: string }
  *   | { type: 'next' }
+ *   | { type: 'view', mid: string, width: number, height: number }
  *   | { type: 'ping', id?: number }} ClientMessage
  */
 
@@ -60,6 +61,8 @@
  *   | { type: 'matched', room: string, id: string, peer: Participant, polite: boolean }
  *   | { type: 'unmatched', reason: LeaveReason }
  *   | { type: 'pong', id?: number }
+ *   | { type: 'dominant-speaker', id: string }
+ *   | { type: 'mode-changed', mode: Mode }
  *   | { type: 'error', code: ServerErrorCode, message: string }} ServerMessage
  */
 
