@@ -26,8 +26,8 @@ use switchboard_proto::{
     ErrorCode, MediaSource, ParticipantId, SFU_PARTICIPANT, ServerMessage, TrackSources,
 };
 use switchboard_sfu::{
-    LeaveReason, ParticipantHandle, RoomId, Sfu, SfuError, SfuEvent, TrackSource, WorkerConfig,
-    WorkerStats,
+    LeaveReason, Limits, ParticipantHandle, RoomId, Sfu, SfuError, SfuEvent, TrackSource,
+    WorkerConfig, WorkerStats,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -203,10 +203,20 @@ pub async fn start(
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
+    let defaults = WorkerConfig::default();
     let worker_config = WorkerConfig {
         bind,
         public_ip: config.sfu_public_ip,
-        ..WorkerConfig::default()
+        // The signaling core enforces the room sizes; the engine must not refuse earlier.
+        limits: Limits {
+            max_participants_per_room: config.max_sfu_participants + config.max_receivers,
+            max_participants: defaults
+                .limits
+                .max_participants
+                .max(config.max_sfu_participants + config.max_receivers),
+            ..defaults.limits.clone()
+        },
+        ..defaults
     };
     let (sfu, events) = Sfu::spawn(worker_config, workers).await?;
     let (tx, rx) = mpsc::unbounded_channel();

@@ -159,3 +159,33 @@ async fn unusable_sdp_is_refused_and_nobody_else_notices() {
     expect_error(&mut cy, "unknown_participant").await;
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_engine_takes_as_many_as_the_room_sizes_allow() {
+    // More than the engine's own default room size (50): the configured sizes decide.
+    let server = server(|c| c.max_receivers = 60).await;
+    let addr = server.http_addr();
+    let mut clients = Vec::new();
+    for i in 0..55 {
+        let mut client = Client::connect(addr, "/ws").await;
+        let role = if i == 0 { "sender" } else { "receiver" };
+        client
+            .send(json!({"type": "join", "room": "big", "name": format!("P{i}"), "role": role, "mode": "sfu"}))
+            .await;
+        assert_eq!(client.recv_type("joined").await["mode"], "sfu");
+        client
+            .send(json!({"type": "offer", "to": "sfu", "sdp": browser_like_offer()}))
+            .await;
+        clients.push(client);
+    }
+    for (i, client) in clients.iter_mut().enumerate() {
+        let answer = client.recv_type("answer").await;
+        assert_eq!(answer["from"], "sfu", "participant {i}");
+    }
+    let (_, metrics) = http_get(addr, "/metrics").await;
+    assert!(
+        metrics.contains("switchboard_sfu_participants 55"),
+        "{metrics}"
+    );
+    server.shutdown().await;
+}
