@@ -53,6 +53,14 @@ impl TestServer {
         self.server.as_ref().and_then(Server::stun_addr)
     }
 
+    /// The UDP addresses the SFU's media workers bound (empty when the SFU is off).
+    pub fn sfu_addrs(&self) -> Vec<SocketAddr> {
+        self.server
+            .as_ref()
+            .map(|s| s.sfu_addrs().to_vec())
+            .unwrap_or_default()
+    }
+
     /// `GET {path}` from the HTTP front, from loopback (which the admin API trusts), as
     /// plain HTTP/1.0: the status code and the body.
     pub async fn get(&self, path: &str) -> Result<(u16, String)> {
