@@ -5,7 +5,7 @@
 # from /proc/PID/stat around every run, prints medians, ratios and PASS/FAIL, and stops
 # everything it started (also on Ctrl-C or error). Run by hand, not in CI.
 #
-#   bench/turn.sh                        # every scenario, 3 interleaved rounds (~8 minutes)
+#   bench/turn.sh                        # every scenario, 3 interleaved rounds (~4 minutes)
 #   RUNS=5 bench/turn.sh                 # more rounds
 #   SCENARIOS="load-160" bench/turn.sh   # one scenario
 #   COTURN_THREADS="default" bench/turn.sh   # coturn with its default threading only
@@ -187,7 +187,9 @@ mkdir -p "$OUT_DIR"
 : >"$OUT_DIR/switchboard.log"
 
 say "starting switchboard on 127.0.0.1:$SB_PORT and ${COTURNS[*]} (CPUs: servers ${SERVER_CPUS:-any}, load ${LOAD_CPUS:-any})"
-"${SERVER_ON[@]}" "$SWITCHBOARD" --http-addr "127.0.0.1:$SB_HTTP_PORT" --stun-addr "127.0.0.1:$SB_PORT" \
+# SWITCHBOARD_SFU_ADDR= (empty) keeps the SFU's media workers out of the measured process
+# (builds without an SFU ignore it).
+SWITCHBOARD_SFU_ADDR= "${SERVER_ON[@]}" "$SWITCHBOARD" --http-addr "127.0.0.1:$SB_HTTP_PORT" --stun-addr "127.0.0.1:$SB_PORT" \
   --turn-users "$TURN_USER:$TURN_PASSWORD" --turn-realm "$TURN_REALM" \
   --turn-allow-peers 127.0.0.0/8 --turn-min-port "$SB_MIN_PORT" --turn-max-port "$SB_MAX_PORT" \
   --turn-max-allocations-per-user 10000 --log warn >>"$OUT_DIR/switchboard.log" 2>&1 &

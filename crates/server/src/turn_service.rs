@@ -11,11 +11,15 @@
 //! would, instead of stalling every other allocation). The task has a thread and a
 //! single-threaded runtime of its own (see [`spawn`]).
 //!
-//! System calls are most of the cost of relaying, so the driver batches them (see the
-//! `batch` module): up to 32 datagrams per `recvmmsg`, a socket known to be empty without
-//! a read that fails, and the datagrams for UDP clients of one turn of the loop in one
-//! `sendmmsg`. Sockets are registered for readability only, so the datagrams the task
-//! sends do not wake it up again.
+//! System calls and wake-ups are most of the cost of relaying, so the driver batches them
+//! (see the `batch` module): up to 32 datagrams per `recvmmsg`, a socket known to be empty
+//! without a read that fails, and the datagrams for UDP clients of one turn of the loop in
+//! one `sendmmsg`. Sockets are registered for readability only, so the datagrams the task
+//! sends do not wake it up again. Each turn reads every socket that is ready, whichever
+//! woke the task; and while datagrams come fast, the task does not wake up for each burst:
+//! it sleeps until `GATHER` after the start of the turn and then reads everything that
+//! arrived meanwhile (at most that much added latency, for one wake-up per interval
+//! instead of one per burst, and bigger batches; see `Pace`).
 //!
 //! Relay sockets are watched without polling each one: every socket has its own waker
 //! that sets the socket's bit in a ready bitmap and wakes the task, which then reads only
@@ -66,6 +70,15 @@ const MAX_STREAM_FRAME_LEN: usize = 4 + 65_535 + 1;
 const STREAM_BUFFER_LEN: usize = 4096;
 /// Datagrams read from one socket before the loop looks at the others.
 const BATCH: usize = 64;
+/// While datagrams keep coming, how long the core task lets them gather before it reads
+/// them: at most this much added latency per relayed datagram (plus the timer slack, 50 µs
+/// on Linux), for far fewer wake-ups (one per interval instead of one per burst) and
+/// bigger batches (see [`Driver::run`]).
+const GATHER: Duration = Duration::from_micros(500);
+/// Datagrams per [`GATHER`] interval, on average, from which gathering is worth it.
+const GATHER_MIN: u64 = 4;
+/// Over how long the datagram rate is measured for [`GATHER_MIN`].
+const PACE_WINDOW: Duration = Duration::from_millis(10);
 /// Frames queued for one TCP or TLS client before further ones are dropped.
 const OUTBOX_FRAMES: usize = 256;
 /// Frames from all connections queued for the core task.
@@ -447,6 +460,8 @@ impl ReadySet {
 
     /// Takes the marks of every socket marked so far and calls `visit` with each index.
     fn drain(&self, mut visit: impl FnMut(usize)) {
+        // Cleared before the scan: a mark that comes in during it sets it again.
+        self.any.store(false, Ordering::Release);
         for (group, words) in self.words.iter().enumerate() {
             let mut words = words.swap(0, Ordering::AcqRel);
             while words != 0 {
@@ -622,6 +637,55 @@ enum ConnectionEvent {
     },
 }
 
+/// Whether the datagram rate is high enough for gathering to pay: measured over windows of
+/// at least [`PACE_WINDOW`], it must bring [`GATHER_MIN`] datagrams per [`GATHER`] interval
+/// or more. Below that, a gathering pause would mostly cost a wake-up of its own, and add
+/// latency for nothing.
+struct Pace {
+    window_start: Instant,
+    datagrams: u64,
+    gathering: bool,
+}
+
+impl Pace {
+    fn new(now: Instant) -> Self {
+        Self {
+            window_start: now,
+            datagrams: 0,
+            gathering: false,
+        }
+    }
+
+    /// Counts the datagrams a turn read; returns whether to gather before the next turn.
+    fn gather(&mut self, now: Instant, datagrams: usize) -> bool {
+        self.datagrams += datagrams as u64;
+        let elapsed = now.saturating_duration_since(self.window_start);
+        if elapsed >= PACE_WINDOW {
+            self.gathering = u128::from(self.datagrams) * GATHER.as_nanos()
+                >= u128::from(GATHER_MIN) * elapsed.as_nanos();
+            self.window_start = now;
+            self.datagrams = 0;
+        }
+        self.gathering && datagrams > 0
+    }
+}
+
+/// What a turn of the core task read from its UDP sockets.
+#[derive(Clone, Copy, Debug, Default)]
+struct Reads {
+    /// Datagrams read (and failed reads).
+    datagrams: usize,
+    /// Whether a socket still had datagrams when its batch was done.
+    backlog: bool,
+}
+
+impl Reads {
+    fn add(&mut self, other: Reads) {
+        self.datagrams += other.datagrams;
+        self.backlog |= other.backlog;
+    }
+}
+
 struct Driver {
     core: Server,
     udp: Socket,
@@ -647,6 +711,7 @@ impl Driver {
         let sleep = sleep_until(idle());
         tokio::pin!(sleep);
         let mut armed = None;
+        let mut pace = Pace::new(Instant::now());
         loop {
             let deadline = self.core.poll_timeout();
             if deadline != armed {
@@ -655,13 +720,13 @@ impl Driver {
                     .reset(deadline.map_or_else(idle, tokio::time::Instant::from_std));
                 armed = deadline;
             }
+            // Whichever branch fires, the turn below reads every socket that is ready.
             tokio::select! {
                 () = stopped(&mut shutdown) => break,
-                readable = self.udp.readable() => match readable {
-                    Ok(()) => self.read_clients(),
-                    Err(error) => trace!(%error, "TURN UDP socket failed"),
+                readable = self.udp.readable() => if let Err(error) = readable {
+                    trace!(%error, "TURN UDP socket failed");
                 },
-                () = self.relays.ready() => self.read_relays(),
+                () = self.relays.ready() => {}
                 Some(event) = self.events.recv() => self.connection_event(event),
                 Some(query) = self.queries.recv() => self.answer(query),
                 () = &mut sleep => {
@@ -671,7 +736,25 @@ impl Driver {
                     armed = None;
                 }
             }
+            let turn = Instant::now();
+            let mut reads = self.read_clients(turn);
+            reads.add(self.read_relays(turn));
+            self.connection_events();
             self.outgoing.send(&self.udp, &self.metrics);
+            // Under load, let the next datagrams gather instead of waking up for each
+            // burst (see `GATHER`); a backlog is read at once. The sleep blocks this
+            // thread, which serves nothing else: datagrams wait in their socket buffers
+            // (a few per socket), TCP frames and queries in their channels.
+            if pace.gather(turn, reads.datagrams) && !reads.backlog {
+                let until = turn + GATHER;
+                let now = Instant::now();
+                if until > now {
+                    std::thread::sleep(until - now);
+                }
+                // The runtime collects the readiness that came in meanwhile without
+                // blocking, and the next turn reads it.
+                tokio::task::yield_now().await;
+            }
         }
         debug!("TURN loop stopped");
     }
@@ -687,22 +770,23 @@ impl Driver {
         }
     }
 
-    /// Reads the client socket, a batch of datagrams per system call, until it is empty or
-    /// [`BATCH`] datagrams have been read; the `select!` comes back to it while it stays
-    /// readable.
-    fn read_clients(&mut self) {
-        let mut read = 0;
-        while read < BATCH {
+    /// Reads the client socket if it is ready, a batch of datagrams per system call, until
+    /// it is empty or [`BATCH`] datagrams have been read (a backlog, for the next turn).
+    fn read_clients(&mut self, now: Instant) -> Reads {
+        let mut reads = Reads::default();
+        while reads.datagrams < BATCH {
             let (count, more) = match self.incoming.recv(&self.udp) {
                 Ok(received) => received,
                 Err(error) => {
                     trace!(%error, "TURN UDP receive failed");
-                    read += 1;
+                    reads.datagrams += 1;
                     continue;
                 }
             };
-            read += count.max(1);
-            let now = Instant::now();
+            reads.datagrams += count;
+            self.stun_metrics
+                .requests_udp
+                .fetch_add(count as u64, Ordering::Relaxed);
             for i in 0..count {
                 let (data, from) = self.incoming.get(i);
                 let client = Client {
@@ -711,30 +795,31 @@ impl Driver {
                 };
                 let handled = self.core.handle_client(client, data, now);
                 record(&self.stun_metrics, handled);
-                self.stun_metrics
-                    .requests_udp
-                    .fetch_add(1, Ordering::Relaxed);
             }
             self.flush(now);
             if !more {
-                break;
+                return reads;
             }
         }
+        reads.backlog = true;
+        reads
     }
 
-    fn read_relays(&mut self) {
-        let now = Instant::now();
+    /// Reads every relay socket marked ready.
+    fn read_relays(&mut self, now: Instant) -> Reads {
         let ready = self.relays.ready.clone();
-        ready.drain(|index| self.read_relay(index, now));
+        let mut reads = Reads::default();
+        ready.drain(|index| reads.add(self.read_relay(index, now)));
+        reads
     }
 
     /// Reads one relay socket until it is empty (or a batch is done, in which case it is
     /// marked ready again so that the other sockets get their turn first).
-    fn read_relay(&mut self, index: usize, now: Instant) {
-        let mut read = 0;
+    fn read_relay(&mut self, index: usize, now: Instant) -> Reads {
+        let mut reads = Reads::default();
         loop {
             let Some(Some(socket)) = self.relays.sockets.get(index) else {
-                return;
+                return reads;
             };
             let relay = socket.relay;
             let mut cx = Context::from_waker(&socket.waker);
@@ -742,30 +827,41 @@ impl Driver {
                 Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(error)) => {
                     trace!(%error, "relay socket failed");
-                    return;
+                    return reads;
                 }
                 // The socket's waker is registered again; its bit comes back with data.
-                Poll::Pending => return,
+                Poll::Pending => return reads,
             }
-            if read >= BATCH {
+            if reads.datagrams >= BATCH {
                 self.relays.ready.mark(index);
-                return;
+                reads.backlog = true;
+                return reads;
             }
             let (count, _) = match self.incoming.recv(&socket.socket) {
                 Ok(received) => received,
                 Err(error) => {
                     trace!(%error, "relay receive failed");
-                    read += 1;
+                    reads.datagrams += 1;
                     continue;
                 }
             };
-            read += count.max(1);
+            reads.datagrams += count;
             for i in 0..count {
                 let (data, peer) = self.incoming.get(i);
                 let handled = self.core.handle_peer(relay, peer, data, now);
                 trace!(?relay, %peer, ?handled, "from peer");
             }
             self.flush(now);
+        }
+    }
+
+    /// Takes the frames TCP and TLS connections have queued, up to a channel's worth.
+    fn connection_events(&mut self) {
+        for _ in 0..INBOX_FRAMES {
+            match self.events.try_recv() {
+                Ok(event) => self.connection_event(event),
+                Err(_) => return,
+            }
         }
     }
 
@@ -967,14 +1063,28 @@ mod batch {
         buf: Vec<u8>,
         lens: [usize; SLOTS],
         from: [SocketAddr; SLOTS],
+        /// `recvmmsg`'s headers, pointing at `buf` once and for all.
+        #[cfg(target_os = "linux")]
+        headers: sys::Headers,
     }
 
     impl Incoming {
         pub fn new() -> Self {
+            let mut buf = vec![0; SLOTS * DATAGRAM_BUFFER_LEN];
+            #[cfg(target_os = "linux")]
+            let headers = {
+                let mut headers = sys::Headers::new();
+                for (i, chunk) in buf.chunks_exact_mut(DATAGRAM_BUFFER_LEN).enumerate() {
+                    headers.set_buffer(i, chunk);
+                }
+                headers
+            };
             Self {
-                buf: vec![0; SLOTS * DATAGRAM_BUFFER_LEN],
+                buf,
                 lens: [0; SLOTS],
                 from: [SocketAddr::from(([0, 0, 0, 0], 0)); SLOTS],
+                #[cfg(target_os = "linux")]
+                headers,
             }
         }
 
@@ -1010,27 +1120,13 @@ mod batch {
         /// socket's queue ran dry.
         #[cfg(target_os = "linux")]
         fn recv_now(&mut self, socket: &Socket) -> io::Result<(usize, bool)> {
-            // SAFETY: all-zero is a valid value of these plain C structs.
-            let mut names: [libc::sockaddr_storage; SLOTS] = unsafe { std::mem::zeroed() };
-            let mut iovecs: [libc::iovec; SLOTS] = unsafe { std::mem::zeroed() };
-            let mut headers: [libc::mmsghdr; SLOTS] = unsafe { std::mem::zeroed() };
-            for (i, chunk) in self.buf.chunks_exact_mut(DATAGRAM_BUFFER_LEN).enumerate() {
-                iovecs[i] = libc::iovec {
-                    iov_base: chunk.as_mut_ptr().cast(),
-                    iov_len: chunk.len(),
-                };
-                let header = &mut headers[i].msg_hdr;
-                header.msg_name = (&raw mut names[i]).cast();
-                header.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as _;
-                header.msg_iov = &raw mut iovecs[i];
-                header.msg_iovlen = 1;
-            }
             // SAFETY: every header points at a name, an iovec and a buffer of the sizes
-            // given, all of which outlive the call; the kernel writes at most that much.
+            // given, all owned by `self` (see `sys::Headers`); the kernel writes at most that
+            // much.
             let count = unsafe {
                 libc::recvmmsg(
                     socket.raw_fd(),
-                    headers.as_mut_ptr(),
+                    self.headers.as_mut_ptr(),
                     SLOTS as _,
                     libc::MSG_DONTWAIT,
                     std::ptr::null_mut(),
@@ -1041,16 +1137,16 @@ mod batch {
             }
             let mut kept = 0;
             for i in 0..count as usize {
-                let Some(from) = sys::from_sockaddr(&names[i]) else {
+                let (from, len) = self.headers.received(i);
+                let Some(from) = from else {
                     continue;
                 };
                 // Compact in place so that slots 0..kept are the valid datagrams.
                 if kept != i {
                     let (src, dst) = (i * DATAGRAM_BUFFER_LEN, kept * DATAGRAM_BUFFER_LEN);
-                    let len = headers[i].msg_len as usize;
                     self.buf.copy_within(src..src + len, dst);
                 }
-                self.lens[kept] = headers[i].msg_len as usize;
+                self.lens[kept] = len;
                 self.from[kept] = from;
                 kept += 1;
             }
@@ -1085,6 +1181,9 @@ mod batch {
         data: Vec<u8>,
         /// End offset in `data` and destination of each datagram.
         datagrams: Vec<(usize, SocketAddr)>,
+        /// `sendmmsg`'s headers, made on the first send.
+        #[cfg(target_os = "linux")]
+        headers: Option<sys::Headers>,
     }
 
     impl Outgoing {
@@ -1117,33 +1216,23 @@ mod batch {
         #[cfg(target_os = "linux")]
         fn send_now(&mut self, socket: &Socket) -> usize {
             let count = self.datagrams.len();
-            // SAFETY: all-zero is a valid value of these plain C structs.
-            let mut names: [libc::sockaddr_storage; SLOTS] = unsafe { std::mem::zeroed() };
-            let mut iovecs: [libc::iovec; SLOTS] = unsafe { std::mem::zeroed() };
-            let mut headers: [libc::mmsghdr; SLOTS] = unsafe { std::mem::zeroed() };
+            let headers = self.headers.get_or_insert_with(sys::Headers::new);
             let mut start = 0;
             for (i, (end, to)) in self.datagrams.iter().enumerate() {
-                let bytes = &mut self.data[start..*end];
+                headers.set_buffer(i, &mut self.data[start..*end]);
+                headers.set_destination(i, to);
                 start = *end;
-                iovecs[i] = libc::iovec {
-                    iov_base: bytes.as_mut_ptr().cast(),
-                    iov_len: bytes.len(),
-                };
-                let header = &mut headers[i].msg_hdr;
-                header.msg_namelen = sys::to_sockaddr(to, &mut names[i]);
-                header.msg_name = (&raw mut names[i]).cast();
-                header.msg_iov = &raw mut iovecs[i];
-                header.msg_iovlen = 1;
             }
             let mut failed = 0;
             let mut next = 0;
             while next < count {
                 // SAFETY: headers `next..count` point at names, iovecs and bytes that
-                // outlive the call; the kernel only reads them.
+                // outlive the call (the bytes are not touched until it returns); the kernel
+                // only reads them.
                 let sent = unsafe {
                     libc::sendmmsg(
                         socket.raw_fd(),
-                        headers[next..count].as_mut_ptr(),
+                        headers.as_mut_ptr().add(next),
                         (count - next) as _,
                         libc::MSG_DONTWAIT,
                     )
@@ -1177,10 +1266,80 @@ mod batch {
         }
     }
 
-    /// Socket addresses to and from their C form.
+    /// Socket addresses to and from their C form, and the headers of `recvmmsg` and
+    /// `sendmmsg`.
     #[cfg(target_os = "linux")]
     mod sys {
         use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+
+        use super::SLOTS;
+
+        const NAME_LEN: libc::socklen_t =
+            std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+
+        /// [`SLOTS`] message headers, each pointing at its own address buffer and iovec,
+        /// made once so that a call does not have to clear and link 6 KiB of them. The
+        /// three arrays are separate heap allocations that never grow, so the pointers
+        /// between them stay valid wherever the `Headers` value moves.
+        pub struct Headers {
+            headers: Vec<libc::mmsghdr>,
+            names: Vec<libc::sockaddr_storage>,
+            iovecs: Vec<libc::iovec>,
+        }
+
+        impl Headers {
+            pub fn new() -> Self {
+                /// # Safety
+                /// All-zero must be a valid `T`.
+                unsafe fn zeroed<T>() -> Vec<T> {
+                    // SAFETY: as the caller promises.
+                    (0..SLOTS).map(|_| unsafe { std::mem::zeroed() }).collect()
+                }
+                // SAFETY: all-zero is a valid value of these plain C structs (null pointers,
+                // zero lengths).
+                let mut this = unsafe {
+                    Self {
+                        headers: zeroed(),
+                        names: zeroed(),
+                        iovecs: zeroed(),
+                    }
+                };
+                let (names, iovecs) = (this.names.as_mut_ptr(), this.iovecs.as_mut_ptr());
+                for (i, header) in this.headers.iter_mut().enumerate() {
+                    // In bounds: all three have SLOTS elements.
+                    header.msg_hdr.msg_name = names.wrapping_add(i).cast();
+                    header.msg_hdr.msg_namelen = NAME_LEN;
+                    header.msg_hdr.msg_iov = iovecs.wrapping_add(i);
+                    header.msg_hdr.msg_iovlen = 1;
+                }
+                this
+            }
+
+            pub fn as_mut_ptr(&mut self) -> *mut libc::mmsghdr {
+                self.headers.as_mut_ptr()
+            }
+
+            /// Points header `i` at `buf`, which must stay put until the next call that uses
+            /// it.
+            pub fn set_buffer(&mut self, i: usize, buf: &mut [u8]) {
+                self.iovecs[i] = libc::iovec {
+                    iov_base: buf.as_mut_ptr().cast(),
+                    iov_len: buf.len(),
+                };
+            }
+
+            pub fn set_destination(&mut self, i: usize, to: &SocketAddr) {
+                self.headers[i].msg_hdr.msg_namelen = to_sockaddr(to, &mut self.names[i]);
+            }
+
+            /// The sender and length of datagram `i` of the last `recvmmsg`; readies header
+            /// `i` for the next.
+            pub fn received(&mut self, i: usize) -> (Option<SocketAddr>, usize) {
+                let header = &mut self.headers[i];
+                header.msg_hdr.msg_namelen = NAME_LEN;
+                (from_sockaddr(&self.names[i]), header.msg_len as usize)
+            }
+        }
 
         pub fn from_sockaddr(name: &libc::sockaddr_storage) -> Option<SocketAddr> {
             match i32::from(name.ss_family) {
@@ -1533,6 +1692,30 @@ impl Connection {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pace_gathers_only_while_datagrams_come_fast() {
+        let start = Instant::now();
+        let mut pace = Pace::new(start);
+        let mut now = start;
+        // 2,000 datagrams per second: one every 500 µs, fewer than GATHER_MIN per GATHER.
+        for _ in 0..40 {
+            now += Duration::from_micros(500);
+            assert!(!pace.gather(now, 1));
+        }
+        // 20,000 per second (10 per GATHER): from the next window on, it gathers.
+        for _ in 0..20 {
+            now += Duration::from_micros(500);
+            pace.gather(now, 10);
+        }
+        now += Duration::from_micros(500);
+        assert!(pace.gather(now, 10));
+        // A turn that read nothing (a timer, a TCP frame) does not wait.
+        assert!(!pace.gather(now, 0));
+        // After a silence the first burst is read at once.
+        now += Duration::from_secs(2);
+        assert!(!pace.gather(now, 10));
+    }
 
     #[test]
     fn ready_set_visits_each_marked_socket_once() {

@@ -1,7 +1,8 @@
 //! TURN on real sockets with our own client: authentication failures, the peer policy,
 //! permissions with Send and Data indications, channels with ChannelData over UDP and TCP,
-//! Refresh, quotas, bad input that must not disturb other allocations, the admin API,
-//! metrics and `/api/ice-servers` credentials.
+//! relay to relay between two clients of the same server, Refresh, quotas, bad input that
+//! must not disturb other allocations, the admin API, metrics and `/api/ice-servers`
+//! credentials.
 
 mod turn_support;
 
@@ -251,6 +252,113 @@ async fn channel_data_both_ways_over_tcp() {
         ),
         4
     );
+    server.shutdown().await;
+}
+
+/// Two clients that can only use the relay reach each other through their relayed
+/// addresses, both ways, with Send indications and then with ChannelData.
+async fn relay_to_relay_round_trips(mut a: TurnClient, mut b: TurnClient) {
+    let a_relay = a.allocate().await;
+    let b_relay = b.allocate().await;
+    for (client, peer) in [(&mut a, b_relay), (&mut b, a_relay)] {
+        let response = client.create_permission(peer).await;
+        assert_eq!(
+            response.class(),
+            Class::SuccessResponse,
+            "{:?}",
+            response.error()
+        );
+    }
+    a.send_indication(b_relay, b"hello b").await;
+    assert_eq!(
+        b.relayed().await,
+        Relayed::Data(a_relay, b"hello b".to_vec())
+    );
+    b.send_indication(a_relay, b"hello a").await;
+    assert_eq!(
+        a.relayed().await,
+        Relayed::Data(b_relay, b"hello a".to_vec())
+    );
+
+    for (client, channel, peer) in [(&mut a, 0x4001, b_relay), (&mut b, 0x4002, a_relay)] {
+        let response = client.channel_bind(channel, peer).await;
+        assert_eq!(
+            response.class(),
+            Class::SuccessResponse,
+            "{:?}",
+            response.error()
+        );
+    }
+    for size in [1, 5, 100, 1200] {
+        let data: Vec<u8> = (0..size).map(|i| i as u8).collect();
+        a.channel_data(0x4001, &data).await;
+        assert_eq!(b.relayed().await, Relayed::Channel(0x4002, data.clone()));
+        b.channel_data(0x4002, &data).await;
+        assert_eq!(a.relayed().await, Relayed::Channel(0x4001, data));
+    }
+}
+
+#[tokio::test]
+async fn relay_to_relay_with_the_default_peer_policy() {
+    // No allow-list: loopback peers, and so the relay ports on 127.0.0.1 as seen through a
+    // socket, are refused; the server hands data between its own allocations instead.
+    let server = turn_server(|_| {}).await;
+    let addr = server.stun_addr().unwrap();
+    relay_to_relay_round_trips(TurnClient::udp(addr).await, TurnClient::udp(addr).await).await;
+
+    // The server's other addresses stay closed, relay IP or not.
+    let mut a = TurnClient::udp(addr).await;
+    let mut b = TurnClient::udp(addr).await;
+    let service = Peer::new().await;
+    a.allocate().await;
+    let b_relay = b.allocate().await;
+    let response = a.create_permission(server.http_addr()).await;
+    assert_eq!(response.error(), Some(ErrorCode::FORBIDDEN));
+    let response = a.channel_bind(0x4003, addr).await;
+    assert_eq!(response.error(), Some(ErrorCode::FORBIDDEN));
+    // A permission for another relay covers the whole IP, but data goes to live
+    // allocations only: not to the STUN port (whose Binding answer would come back as a
+    // Data indication), nor to a loopback service.
+    let response = a.create_permission(b_relay).await;
+    assert_eq!(response.class(), Class::SuccessResponse);
+    let txid = a.txid();
+    let binding = a.encode(Method::BINDING, Class::Request, txid, false, &nothing);
+    a.send_indication(addr, &binding).await;
+    a.send_indication(service.addr(), b"let me in").await;
+    assert_eq!(service.recv_within(SILENCE).await, None);
+    assert_eq!(a.link.recv_within(SILENCE).await, None);
+
+    let text = metrics(&server).await;
+    // 2 Send indications and 8 ChannelData messages, each relayed once out of the sender's
+    // allocation and once into the receiver's.
+    for direction in ["to_peer", "to_client"] {
+        assert_eq!(
+            metric(
+                &text,
+                &format!("switchboard_turn_relayed_packets_total{{direction=\"{direction}\"}}")
+            ),
+            10
+        );
+    }
+    assert_eq!(
+        metric(
+            &text,
+            "switchboard_turn_dropped_total{reason=\"server_address\"}"
+        ),
+        2
+    );
+    assert_eq!(
+        metric(&text, "switchboard_turn_errors_total{code=\"403\"}"),
+        2
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn relay_to_relay_between_udp_and_tcp_clients() {
+    let server = turn_server(|_| {}).await;
+    let addr = server.stun_addr().unwrap();
+    relay_to_relay_round_trips(TurnClient::udp(addr).await, TurnClient::tcp(addr).await).await;
     server.shutdown().await;
 }
 

@@ -10,7 +10,9 @@
 //! carry, so they cannot be used to smuggle a refused address past the check.
 //!
 //! This module only classifies addresses; the server decides what a refusal means (403 for
-//! CreatePermission and ChannelBind, a silent drop for Send).
+//! CreatePermission and ChannelBind, a silent drop for Send), and lets one kind of own
+//! address through: the relayed address of a live allocation, which it serves without a
+//! socket (relay to relay, see [`crate::server`]).
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

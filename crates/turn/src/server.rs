@@ -13,7 +13,15 @@
 //! client or from a relay socket to a peer, and relay sockets to bind or close.
 //!
 //! Relayed data costs no allocation: lookups are hash-map hits, and outputs are written
-//! into one buffer that is reused once drained. Timers are a heap with one entry per
+//! into one buffer that is reused once drained.
+//!
+//! **Relay to relay.** Data a client sends to the relayed address of another live
+//! allocation on this server never leaves through a socket: the core hands it straight to
+//! that allocation as if it had arrived on its relay socket from the sender's relayed
+//! address (its permissions, channels, counters and bandwidth limits apply). The relay
+//! addresses are the server's own, which the peer policy refuses; only a live allocation's
+//! exact relayed address is let through that way, so a client can reach another
+//! allocation but never a listening port or a relay port without an allocation. Timers are a heap with one entry per
 //! allocation, permission, channel and reservation; a refresh only moves the deadline
 //! stored in the state, and an entry that fires early is pushed back at the new deadline.
 
@@ -37,7 +45,7 @@ use crate::attrs::{self, Family, PROTOCOL_UDP, ValueError};
 use crate::auth::{AuthFailure, Credentials, Found, Key, NonceError, Nonces};
 use crate::channel_data::{self, ChannelData, Kind, is_valid_channel};
 use crate::config::{ConfigError, RelayAddress, ServerConfig};
-use crate::policy::PeerPolicy;
+use crate::policy::{PeerDenial, PeerPolicy};
 use crate::ports::PortAllocator;
 use crate::rate::TokenBucket;
 use crate::stats::{Direction, DropReason, RequestKind, Stats};
@@ -153,6 +161,17 @@ pub enum Handled {
     /// An Allocate waits for its relay socket; the response follows [`Server::relay_bound`].
     Pending,
     Dropped(DropReason),
+}
+
+/// Where data from a client to a peer address goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Route {
+    /// Out of the allocation's relay socket.
+    Socket,
+    /// To this allocation, without a socket: the address is its relayed address.
+    Internal(RelayId),
+    /// Nowhere: one of the server's own addresses, and no allocation's.
+    Refused,
 }
 
 /// Ports tried for one allocation before giving up with 508.
@@ -346,6 +365,8 @@ pub struct Server {
     free_slots: Vec<u32>,
     capacity: usize,
     by_client: HashMap<Client, RelayId>,
+    /// Live allocations by relay port, for relay-to-relay delivery.
+    by_port: HashMap<(Family, u16), RelayId>,
     per_user: HashMap<Box<str>, usize>,
     reservations: HashMap<[u8; 8], RelayId>,
     pending: usize,
@@ -377,8 +398,9 @@ impl Server {
         let total_limiter =
             (config.total_bandwidth > 0).then(|| TokenBucket::new(config.total_bandwidth, now));
         let txid_prefix = rng.r#gen();
-        // The relay addresses are the server's own: relaying to them would let a client
-        // reach other allocations' relays, or services on the relay interface, as a peer.
+        // The relay addresses are the server's own: sending to them through a socket would
+        // let a client reach services on the relay interface. Another allocation's relayed
+        // address is reached all the same, inside the core (see the module documentation).
         let mut policy = config.peer_policy;
         for relay in [config.relay_v4, config.relay_v6].into_iter().flatten() {
             policy.server_addresses.extend([relay.bind, relay.public]);
@@ -394,6 +416,7 @@ impl Server {
             // Every allocation may also hold one reserved port.
             capacity: config.max_allocations.saturating_mul(2),
             by_client: HashMap::new(),
+            by_port: HashMap::new(),
             per_user: HashMap::new(),
             reservations: HashMap::new(),
             pending: 0,
@@ -670,6 +693,9 @@ impl Server {
             }
             Slot::Allocated(allocation) => {
                 self.by_client.remove(&allocation.client);
+                if let Some(key) = port {
+                    self.by_port.remove(&key);
+                }
                 self.release_user(&allocation.quota_user);
                 self.stats.allocations -= 1;
                 self.stats.permissions -= allocation.permissions.len() as u64;
@@ -722,7 +748,7 @@ impl Server {
     }
 
     /// Sends `payload` from `relay` to `peer` if a permission allows it and the limits
-    /// have room.
+    /// have room; to another allocation's relayed address, hands it to that allocation.
     fn relay_to_peer(
         &mut self,
         relay: RelayId,
@@ -730,6 +756,7 @@ impl Server {
         payload: &[u8],
         now: Instant,
     ) -> Handled {
+        let route = self.route(peer);
         let Some(entry) = self
             .slots
             .get_mut(relay.index())
@@ -743,6 +770,9 @@ impl Server {
         if !allocation.permitted(peer.ip().to_canonical(), now) {
             return self.drop(DropReason::NoPermission);
         }
+        if route == Route::Refused {
+            return self.drop(DropReason::ServerAddress);
+        }
         if !take_bandwidth(
             &mut allocation.limiter,
             &mut self.total_limiter,
@@ -753,6 +783,11 @@ impl Server {
         }
         allocation.traffic[Direction::ToPeer.index()].add(payload.len());
         self.stats.relayed[Direction::ToPeer.index()].add(payload.len());
+        if let Route::Internal(target) = route {
+            // As if it had arrived on the target's relay socket from our relayed address.
+            let from = allocation.relay;
+            return self.relay_to_client(target, from, payload, now);
+        }
         let start = self.out.len();
         self.out.extend_from_slice(payload);
         self.queue_transmit(Destination::Peer { relay, addr: peer }, start);
@@ -1531,6 +1566,7 @@ impl Server {
             sign_sha256: pending.sign_sha256,
         };
         self.slots[relay.index()].state = Slot::Allocated(Box::new(allocation));
+        self.by_port.insert((pending.family, port), relay);
         self.pending -= 1;
         self.stats.allocations += 1;
         self.stats.allocations_created += 1;
@@ -1643,15 +1679,45 @@ impl Server {
     // ----- Permissions and channels -----
 
     /// Checks a peer for an allocation of `family`: 443 for the wrong family, 403 if the
-    /// policy refuses it.
-    fn check_peer(&self, family: Family, peer: IpAddr) -> Result<(), ErrorCode> {
-        if Family::of(peer) != family {
+    /// policy refuses it, unless it is the relayed address of a live allocation (relay to
+    /// relay; the deny-list still wins).
+    fn check_peer(&self, family: Family, peer: SocketAddr) -> Result<(), ErrorCode> {
+        if Family::of(peer.ip()) != family {
             return Err(ErrorCode::PEER_ADDRESS_FAMILY_MISMATCH);
         }
-        self.settings
-            .policy
-            .check(peer)
-            .map_err(|_| ErrorCode::FORBIDDEN)
+        match self.settings.policy.check(peer.ip()) {
+            Ok(()) => Ok(()),
+            Err(PeerDenial::DenyList) => Err(ErrorCode::FORBIDDEN),
+            Err(_) if self.relayed_allocation(peer).is_some() => Ok(()),
+            Err(_) => Err(ErrorCode::FORBIDDEN),
+        }
+    }
+
+    /// The family of `ip` if it is one of the relay IPs (announced or bound).
+    fn relay_family(&self, ip: IpAddr) -> Option<Family> {
+        let family = Family::of(ip);
+        let relay = self.settings.relay(family)?;
+        (ip == relay.public || ip == relay.bind).then_some(family)
+    }
+
+    /// The live allocation whose relayed address is `peer`.
+    fn relayed_allocation(&self, peer: SocketAddr) -> Option<RelayId> {
+        let family = self.relay_family(peer.ip())?;
+        self.by_port.get(&(family, peer.port())).copied()
+    }
+
+    /// Where data from a client to `peer` goes. Only the relay IPs need a look: a
+    /// permission for any other address was granted by the policy.
+    fn route(&self, peer: SocketAddr) -> Route {
+        if self.relay_family(peer.ip()).is_none() {
+            return Route::Socket;
+        }
+        match self.relayed_allocation(peer) {
+            Some(target) => Route::Internal(target),
+            // A relay IP the operator allow-listed (tests with peers on loopback).
+            None if self.settings.policy.check(peer.ip()).is_ok() => Route::Socket,
+            None => Route::Refused,
+        }
     }
 
     fn create_permission(
@@ -1688,7 +1754,7 @@ impl Server {
                 Ok(peer) => peer,
                 Err(_) => return self.error(client, message, ErrorCode::BAD_REQUEST, sign),
             };
-            if let Err(code) = self.check_peer(family, peer.ip()) {
+            if let Err(code) = self.check_peer(family, peer) {
                 return self.error(client, message, code, sign);
             }
             count += 1;
@@ -1783,7 +1849,7 @@ impl Server {
         if bound_peer.is_some_and(|p| p != peer) || bound_number.is_some_and(|n| n != number) {
             return self.error(client, message, ErrorCode::BAD_REQUEST, sign);
         }
-        if let Err(code) = self.check_peer(family, peer.ip()) {
+        if let Err(code) = self.check_peer(family, peer) {
             return self.error(client, message, code, sign);
         }
         if (is_new && channels >= self.settings.max_channels)
@@ -1817,7 +1883,19 @@ impl Server {
         data: &[u8],
         now: Instant,
     ) -> Handled {
-        let peer = canonical(peer);
+        self.relay_to_client(relay, canonical(peer), data, now)
+    }
+
+    /// Passes `data` from `peer` to `relay`'s client if a permission allows it and the
+    /// limits have room: in ChannelData if a channel is bound to `peer`, else in a Data
+    /// indication.
+    fn relay_to_client(
+        &mut self,
+        relay: RelayId,
+        peer: SocketAddr,
+        data: &[u8],
+        now: Instant,
+    ) -> Handled {
         let Some(entry) = self
             .slots
             .get_mut(relay.index())

@@ -66,10 +66,13 @@ pub enum DropReason {
     RateLimited,
     /// Data too large to frame for the client.
     TooLarge,
+    /// Data to one of the server's own addresses that is not the relayed address of a live
+    /// allocation (a listening port, a relay port without an allocation).
+    ServerAddress,
 }
 
 impl DropReason {
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::NotTurn,
         Self::Malformed,
         Self::NotARequest,
@@ -79,6 +82,7 @@ impl DropReason {
         Self::NoChannel,
         Self::RateLimited,
         Self::TooLarge,
+        Self::ServerAddress,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -92,6 +96,7 @@ impl DropReason {
             Self::NoChannel => "no_channel",
             Self::RateLimited => "rate_limited",
             Self::TooLarge => "too_large",
+            Self::ServerAddress => "server_address",
         }
     }
 

@@ -1397,6 +1397,248 @@ fn channels_expire_after_ten_minutes() {
     );
 }
 
+// ----- Relay to relay -----
+
+/// The peer address and data of a Data indication.
+fn data_indication(bytes: &[u8]) -> (SocketAddr, Vec<u8>) {
+    let message = Message::decode(bytes).unwrap();
+    assert_eq!(
+        message.message_type(),
+        MessageType::new(Method::DATA, Class::Indication)
+    );
+    let peer = xor_address(&message, AttributeType::XOR_PEER_ADDRESS).unwrap();
+    (peer, raw(&message, AttributeType::DATA).unwrap().to_vec())
+}
+
+#[test]
+fn relay_to_relay_is_delivered_inside_the_core() {
+    let mut h = Harness::new();
+    let (_, a_addr, a_creds) = h.allocate(client());
+    let (_, b_addr, b_creds) = h.allocate(other_client());
+    assert_eq!(a_addr.ip(), b_addr.ip());
+    // Another allocation's relayed address is a legal peer although the IP is the server's.
+    h.permit(client(), &a_creds, b_addr);
+    // B's permission check applies: without one for A, nothing reaches B, and nothing
+    // leaves through a socket either.
+    let (handled, outputs) = h.send_indication(client(), b_addr, b"knock");
+    assert_eq!(handled, Handled::Dropped(DropReason::NoPermission));
+    assert_eq!(outputs, []);
+
+    h.permit(other_client(), &b_creds, a_addr);
+    let (handled, outputs) = h.send_indication(client(), b_addr, b"hello b");
+    assert_eq!(handled, Handled::Relayed);
+    let [Out::ToClient(to, bytes)] = &outputs[..] else {
+        panic!("{outputs:?}")
+    };
+    assert_eq!(*to, other_client());
+    assert_eq!(data_indication(bytes), (a_addr, b"hello b".to_vec()));
+    let (_, outputs) = h.send_indication(other_client(), a_addr, b"hello a");
+    let [Out::ToClient(to, bytes)] = &outputs[..] else {
+        panic!("{outputs:?}")
+    };
+    assert_eq!(*to, client());
+    assert_eq!(data_indication(bytes), (b_addr, b"hello a".to_vec()));
+
+    // Behind a 1:1 NAT the bound IP names the same allocation; B still sees A's announced
+    // relayed address.
+    let b_bound = SocketAddr::new("10.0.0.1".parse().unwrap(), b_addr.port());
+    h.permit(client(), &a_creds, b_bound);
+    let (_, outputs) = h.send_indication(client(), b_bound, b"via bind");
+    let [Out::ToClient(to, bytes)] = &outputs[..] else {
+        panic!("{outputs:?}")
+    };
+    assert_eq!(*to, other_client());
+    assert_eq!(data_indication(bytes), (a_addr, b"via bind".to_vec()));
+
+    // Channels both ways: each side's own channel number.
+    for (client, creds, number, peer) in [
+        (client(), &a_creds, 0x4001, b_addr),
+        (other_client(), &b_creds, 0x4002, a_addr),
+    ] {
+        let message = h.bind_channel(client, creds, number, peer);
+        assert_eq!(message.message_type().class, Class::SuccessResponse);
+    }
+    let (handled, outputs) = h.feed(client(), &channel_data(0x4001, b"a to b"));
+    assert_eq!(handled, Handled::Relayed);
+    assert_eq!(
+        outputs,
+        [Out::ToClient(
+            other_client(),
+            channel_data(0x4002, b"a to b")
+        )]
+    );
+    let (_, outputs) = h.feed(other_client(), &channel_data(0x4002, b"b to a"));
+    assert_eq!(
+        outputs,
+        [Out::ToClient(client(), channel_data(0x4001, b"b to a"))]
+    );
+
+    // Both legs are counted, on each allocation and in total ("knock" left A).
+    let stats = h.server.stats();
+    assert_eq!(
+        stats.relayed(Direction::ToPeer),
+        Traffic {
+            bytes: 5 + 7 + 7 + 8 + 6 + 6,
+            packets: 6
+        }
+    );
+    assert_eq!(
+        stats.relayed(Direction::ToClient),
+        Traffic {
+            bytes: 7 + 7 + 8 + 6 + 6,
+            packets: 5
+        }
+    );
+    let infos = h.server.allocations(h.now);
+    assert_eq!(infos[0].client, client());
+    assert_eq!(
+        (infos[0].to_peer, infos[0].to_client),
+        (
+            Traffic {
+                bytes: 5 + 7 + 8 + 6,
+                packets: 4
+            },
+            Traffic {
+                bytes: 7 + 6,
+                packets: 2
+            }
+        )
+    );
+    assert_eq!(
+        (infos[1].to_peer, infos[1].to_client),
+        (
+            Traffic {
+                bytes: 7 + 6,
+                packets: 2
+            },
+            Traffic {
+                bytes: 7 + 8 + 6,
+                packets: 3
+            }
+        )
+    );
+}
+
+#[test]
+fn relay_to_relay_opens_no_other_own_address() {
+    let mut h = Harness::new();
+    let (_, a_addr, a_creds) = h.allocate(client());
+    let (b_relay, b_addr, b_creds) = h.allocate(other_client());
+    let relay_ip = b_addr.ip();
+    let free_port = (50_000..)
+        .find(|p| *p != a_addr.port() && *p != b_addr.port())
+        .unwrap();
+    // The listening port and a relay port without an allocation stay refused.
+    let others = [
+        SocketAddr::new(relay_ip, 3478),
+        SocketAddr::new(relay_ip, free_port),
+        SocketAddr::new("10.0.0.1".parse().unwrap(), 3478),
+    ];
+    for target in others {
+        let (response, _) = h.request(client(), Method::CREATE_PERMISSION, Some(&a_creds), &|b| {
+            b.add_xor_address(AttributeType::XOR_PEER_ADDRESS, target)
+                .unwrap()
+        });
+        assert_error(&response, Method::CREATE_PERMISSION, ErrorCode::FORBIDDEN);
+        let message = h.bind_channel(client(), &a_creds, 0x4000, target);
+        assert_eq!(code(&message), Some(ErrorCode::FORBIDDEN), "{target}");
+    }
+    // A permission is per IP, so the one for B covers every port of the relay IP; data
+    // still reaches only live allocations.
+    h.permit(client(), &a_creds, b_addr);
+    for target in &others[..2] {
+        let (handled, outputs) = h.send_indication(client(), *target, b"sneak");
+        assert_eq!(handled, Handled::Dropped(DropReason::ServerAddress));
+        assert_eq!(outputs, []);
+    }
+    // Once B is gone its address is only the server's again.
+    let (_, outputs) = h.request(other_client(), Method::REFRESH, Some(&b_creds), &|b| {
+        b.add_raw(AttributeType::LIFETIME, &[0; 4]).unwrap()
+    });
+    assert_eq!(outputs, [Out::Close(b_relay)]);
+    let (handled, outputs) = h.send_indication(client(), b_addr, b"gone");
+    assert_eq!(handled, Handled::Dropped(DropReason::ServerAddress));
+    assert_eq!(outputs, []);
+    let (response, _) = h.request(client(), Method::CREATE_PERMISSION, Some(&a_creds), &|b| {
+        b.add_xor_address(AttributeType::XOR_PEER_ADDRESS, b_addr)
+            .unwrap()
+    });
+    assert_error(&response, Method::CREATE_PERMISSION, ErrorCode::FORBIDDEN);
+    assert_eq!(h.server.stats().dropped(DropReason::ServerAddress), 3);
+    assert_eq!(h.server.stats().relayed(Direction::ToPeer).packets, 0);
+
+    // The deny-list wins over relay to relay.
+    let mut h = Harness::with(|c| c.peer_policy.deny = vec!["192.0.2.1/32".parse().unwrap()]);
+    let (_, _, a_creds) = h.allocate(client());
+    let (_, b_addr, _) = h.allocate(other_client());
+    let (response, _) = h.request(client(), Method::CREATE_PERMISSION, Some(&a_creds), &|b| {
+        b.add_xor_address(AttributeType::XOR_PEER_ADDRESS, b_addr)
+            .unwrap()
+    });
+    assert_error(&response, Method::CREATE_PERMISSION, ErrorCode::FORBIDDEN);
+
+    // An allow-listed relay IP is an ordinary peer on other ports; a live allocation's
+    // address is still served inside.
+    let mut h = Harness::with(|c| c.peer_policy.allow = vec!["192.0.2.1/32".parse().unwrap()]);
+    let (a_relay, a_addr, a_creds) = h.allocate(client());
+    let (_, b_addr, b_creds) = h.allocate(other_client());
+    h.permit(client(), &a_creds, b_addr);
+    h.permit(other_client(), &b_creds, a_addr);
+    let listening = SocketAddr::new(b_addr.ip(), 3478);
+    let (_, outputs) = h.send_indication(client(), listening, b"allowed");
+    assert_eq!(
+        outputs,
+        [Out::ToPeer(a_relay, listening, b"allowed".to_vec())]
+    );
+    let (_, outputs) = h.send_indication(client(), b_addr, b"inside");
+    assert!(matches!(&outputs[..], [Out::ToClient(to, _)] if *to == other_client()));
+}
+
+#[test]
+fn relay_to_relay_limits_and_stream_clients() {
+    let mut h = Harness::with(|c| c.allocation_bandwidth = 1000);
+    let (_, a_addr, a_creds) = h.allocate(client());
+    let (_, b_addr, b_creds) = h.allocate(tcp_client());
+    h.permit(client(), &a_creds, b_addr);
+    h.bind_channel(tcp_client(), &b_creds, 0x4002, a_addr);
+    // A TCP client gets padded ChannelData on its channel for A.
+    let (handled, outputs) = h.send_indication(client(), b_addr, &[7; 600]);
+    assert_eq!(handled, Handled::Relayed);
+    let mut expected = Vec::new();
+    crate::channel_data::encode(&mut expected, 0x4002, &[7; 600], true);
+    assert_eq!(outputs, [Out::ToClient(tcp_client(), expected)]);
+    // Both allocations' buckets paid: A has 400 bytes left, B 400, then B spends 300.
+    h.permit(tcp_client(), &b_creds, peer());
+    let (handled, _) = h.send_indication(tcp_client(), peer(), &[0; 300]);
+    assert_eq!(handled, Handled::Relayed);
+    // A can afford 300 more, B cannot take them.
+    let (handled, outputs) = h.send_indication(client(), b_addr, &[0; 300]);
+    assert_eq!(handled, Handled::Dropped(DropReason::RateLimited));
+    assert_eq!(outputs, []);
+    let infos = h.server.allocations(h.now);
+    let a = infos.iter().find(|i| i.client == client()).unwrap();
+    let b = infos.iter().find(|i| i.client == tcp_client()).unwrap();
+    assert_eq!(
+        a.to_peer,
+        Traffic {
+            bytes: 900,
+            packets: 2
+        }
+    );
+    assert_eq!(
+        b.to_client,
+        Traffic {
+            bytes: 600,
+            packets: 1
+        }
+    );
+    // B's permission for A expires like any other.
+    h.advance(301);
+    h.permit(client(), &a_creds, b_addr);
+    let (handled, _) = h.send_indication(client(), b_addr, b"late");
+    assert_eq!(handled, Handled::Dropped(DropReason::NoPermission));
+}
+
 // ----- Limits and bad input -----
 
 #[test]
