@@ -251,9 +251,10 @@ async fn uclient_with_credentials_from_ice_servers() {
 
 #[tokio::test]
 async fn uclient_client_to_client() {
-    // `-y`: the clients relay to each other's relayed addresses, which are the server's
-    // own loopback relay ports: only the loopback allow-list makes that legal.
-    let server = turn_server(allow_loopback).await;
+    // `-y`: the clients relay to each other's relayed addresses, which are the server's own
+    // loopback relay ports. With the default peer policy (loopback refused), the core
+    // delivers between the two allocations itself.
+    let server = turn_server(|_| {}).await;
     let port = server.stun_addr().unwrap().port();
     relay_run(&["-y", "-u", USER, "-w", PASSWORD], None, port, 400).await;
     relay_run(&["-y", "-t", "-u", USER, "-w", PASSWORD], None, port, 400).await;
