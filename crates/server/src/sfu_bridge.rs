@@ -445,10 +445,7 @@ impl Bridge {
                 );
             }
             Err(e) => {
-                let code = match e {
-                    SfuError::Sdp(_) => ErrorCode::InvalidSdp,
-                    _ => ErrorCode::MediaFailed,
-                };
+                let code = refusal_code(&e);
                 tracing::debug!(%participant, "SFU offer refused: {e}");
                 send_error(&member.outbox, code, format!("offer refused: {e}"));
                 // A session that never got a connection is not worth keeping; one that has
@@ -475,10 +472,7 @@ impl Bridge {
         match session.handle.accept_answer(sdp).await {
             Ok(()) => member.unanswered = None,
             Err(e) => {
-                let code = match e {
-                    SfuError::Sdp(_) => ErrorCode::InvalidSdp,
-                    _ => ErrorCode::MediaFailed,
-                };
+                let code = refusal_code(&e);
                 send_error(&member.outbox, code, format!("answer refused: {e}"));
             }
         }
@@ -546,6 +540,15 @@ impl Bridge {
     fn member_of(&mut self, engine: switchboard_sfu::ParticipantId) -> Option<&mut Member> {
         let id = self.by_engine.get(&engine.0)?;
         self.members.get_mut(id)
+    }
+}
+
+/// What a client is told when the engine refuses its offer or answer: the description
+/// itself (`invalid_sdp`), or the session (`media_failed`).
+fn refusal_code(e: &SfuError) -> ErrorCode {
+    match e {
+        SfuError::Sdp(_) => ErrorCode::InvalidSdp,
+        _ => ErrorCode::MediaFailed,
     }
 }
 

@@ -270,13 +270,12 @@ impl Reader<'_> {
         }
     }
 
+    /// Hands a command to the hub; only `/ws` sockets have any (tutorial sockets route
+    /// on the board and only log what they refuse).
     async fn send(&self, command: Option<Command>) -> bool {
-        match (command, self.protocol) {
-            (Some(command), Protocol::Switchboard) => {
-                self.hub.send_ordered(self.link, command).await
-            }
-            (Some(command), Protocol::Tutorial) => self.hub.send(command).await,
-            (None, _) => true,
+        match command {
+            Some(command) => self.hub.send_ordered(self.link, command).await,
+            None => true,
         }
     }
 }
