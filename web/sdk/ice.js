@@ -12,14 +12,42 @@
  * @returns {Promise<RTCIceServer[]>}
  */
 export async function fetchIceServers(url = '/api/ice-servers') {
+  return (await fetchIceConfig(url)).iceServers;
+}
+
+/**
+ * Like {@link fetchIceServers}, with the credentials' lifetime in seconds (`ttl`, absent
+ * when the server hands out no expiring credentials or the request failed).
+ * @param {string} [url]
+ * @returns {Promise<{ iceServers: RTCIceServer[], ttl?: number }>}
+ */
+export async function fetchIceConfig(url = '/api/ice-servers') {
   try {
     const res = await fetch(url, { cache: 'no-store' });
-    if (!res.ok) return [];
+    if (!res.ok) return { iceServers: [] };
     const body = await res.json();
-    return Array.isArray(body?.iceServers) ? sanitizeIceServers(body.iceServers) : [];
+    const iceServers = Array.isArray(body?.iceServers) ? sanitizeIceServers(body.iceServers) : [];
+    const ttl = Number.isFinite(body?.ttl) && body.ttl > 0 ? body.ttl : undefined;
+    return ttl === undefined ? { iceServers } : { iceServers, ttl };
   } catch {
-    return [];
+    return { iceServers: [] };
   }
+}
+
+/** Longest and shortest wait between two credential refreshes. */
+const REFRESH_MAX_MS = 10 * 60 * 1000;
+const REFRESH_MIN_MS = 30 * 1000;
+
+/**
+ * When to fetch fresh credentials again: at half their lifetime, so that a refresh that
+ * fails once still leaves time for the next, and never less often than every 10 minutes
+ * nor more often than every 30 seconds.
+ * @param {number} [ttl] seconds, as `/api/ice-servers` gives it
+ * @returns {number} milliseconds
+ */
+export function refreshDelayMs(ttl) {
+  if (ttl === undefined) return REFRESH_MAX_MS;
+  return Math.min(REFRESH_MAX_MS, Math.max(REFRESH_MIN_MS, (ttl * 1000) / 2));
 }
 
 /**

@@ -25,7 +25,7 @@
 
 import { Emitter } from './emitter.js';
 import { SwitchboardError, describeError } from './errors.js';
-import { checkIceTransportPolicy, fetchIceServers, offersRelay } from './ice.js';
+import { checkIceTransportPolicy, fetchIceConfig, offersRelay, refreshDelayMs } from './ice.js';
 import { getScreenMedia, stopStream } from './media.js';
 import { MAX_FILE_SIZE } from './channel.js';
 import { PeerLink } from './peer.js';
@@ -105,7 +105,6 @@ import { Signaling } from './signaling.js';
  */
 
 const JOIN_TIMEOUT_MS = 10000;
-const ICE_REFRESH_MS = 10 * 60 * 1000;
 
 /**
  * Whether a participant with role `mine` opens a connection to one with role `theirs`.
@@ -157,7 +156,7 @@ export class Room extends Emitter {
     this._fixedIceServers = Boolean(options.iceServers);
     /** `'relay'`: every peer connection uses TURN-relayed candidates only. */
     this.iceTransportPolicy = checkIceTransportPolicy(options.iceTransportPolicy);
-    /** @type {ReturnType<typeof setInterval> | undefined} */
+    /** @type {ReturnType<typeof setTimeout> | undefined} */
     this._iceTimer = undefined;
     this._resume = '';
     this._joining = false;
@@ -177,18 +176,14 @@ export class Room extends Emitter {
   async join() {
     if (this.id || this.closed) throw new SwitchboardError('already_joined');
     if (typeof RTCPeerConnection === 'undefined') throw new SwitchboardError('unsupported_browser');
-    if (!this._fixedIceServers) this._iceServers = await fetchIceServers();
+    /** @type {number | undefined} */
+    let ttl;
+    if (!this._fixedIceServers) ({ iceServers: this._iceServers, ttl } = await fetchIceConfig());
     if (this.iceTransportPolicy === 'relay' && !offersRelay(this._iceServers)) {
       this._shutdown();
       throw new SwitchboardError('no_relay');
     }
-    if (!this._fixedIceServers) {
-      this._iceTimer = setInterval(async () => {
-        const fresh = await fetchIceServers();
-        // A failed refresh returns []: keep the credentials we have rather than none.
-        if (fresh.length) this._iceServers = fresh;
-      }, ICE_REFRESH_MS);
-    }
+    if (!this._fixedIceServers) this._scheduleIceRefresh(ttl);
     this.signaling.on('message', (msg) => this._onMessage(msg));
     this.signaling.on('close', ({ reconnecting }) => {
       if (this.closed) return;
@@ -692,10 +687,28 @@ export class Room extends Emitter {
     this.emit('left', { reason: 'left' });
   }
 
+  /**
+   * Fetches fresh TURN credentials before these expire, for connections made or restarted
+   * later in the call (a running relay allocation outlives its credential).
+   * @private
+   * @param {number} [ttl] the current credentials' lifetime in seconds
+   */
+  _scheduleIceRefresh(ttl) {
+    clearTimeout(this._iceTimer);
+    if (this.closed) return;
+    this._iceTimer = setTimeout(async () => {
+      const fresh = await fetchIceConfig();
+      // A failed refresh returns []: keep the credentials we have rather than none, and
+      // try again sooner.
+      if (fresh.iceServers.length) this._iceServers = fresh.iceServers;
+      this._scheduleIceRefresh(fresh.iceServers.length ? fresh.ttl : Math.min(ttl ?? 60, 60));
+    }, refreshDelayMs(ttl));
+  }
+
   /** @private */
   _shutdown() {
     this.closed = true;
-    clearInterval(this._iceTimer);
+    clearTimeout(this._iceTimer);
     if (this.screenStream) {
       stopStream(this.screenStream);
       this.screenStream = null;
