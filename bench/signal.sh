@@ -11,7 +11,9 @@
 #   idle      IDLE_CLIENTS (10000) idle clients in rooms of 4; server RSS. A fresh server
 #             process per run.
 #   tutorial  the tutorial protocol's one global sender/receiver pair: one sender streams
-#             iceCandidate messages to one receiver (window TUTORIAL_WINDOW).
+#             iceCandidate messages to one receiver (window TUTORIAL_WINDOW, 256: deep
+#             enough that the pair measures how fast a server relays, not how quickly a
+#             message crosses both processes; TUTORIAL_WINDOW=64 shows the latter).
 #   rooms     CLIENTS (1000) clients in rooms of ROOM_SIZE (4), every client sending
 #             candidates to its room (window WINDOW per client). Node side: rooms-server.js.
 #   heavy     2 rooms of 8 clients (16 clients, window HEAVY_WINDOW per client).
@@ -29,7 +31,7 @@ DURATION=${DURATION:-10}
 CLIENTS=${CLIENTS:-1000}
 ROOM_SIZE=${ROOM_SIZE:-4}
 WINDOW=${WINDOW:-8}
-TUTORIAL_WINDOW=${TUTORIAL_WINDOW:-64}
+TUTORIAL_WINDOW=${TUTORIAL_WINDOW:-256}
 HEAVY_WINDOW=${HEAVY_WINDOW:-32}
 IDLE_CLIENTS=${IDLE_CLIENTS:-10000}
 LOAD_THREADS=${LOAD_THREADS:-2}
