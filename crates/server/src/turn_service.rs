@@ -12,7 +12,7 @@
 //! single-threaded runtime of its own (see [`spawn`]).
 //!
 //! System calls and wake-ups are most of the cost of relaying, so the driver batches them
-//! (see the `batch` module): up to 32 datagrams per `recvmmsg`, a socket known to be empty
+//! (`switchboard-udp`, see the `batch` module): up to 32 datagrams per `recvmmsg`, a socket known to be empty
 //! without a read that fails, and the datagrams for UDP clients of one turn of the loop in
 //! one `sendmmsg`. Sockets are registered for readability only, so the datagrams the task
 //! sends do not wake it up again. Each turn reads every socket that is ready, whichever
@@ -410,8 +410,8 @@ fn run_driver(parts: DriverParts, shutdown: watch::Receiver<bool>) -> io::Result
             queries: parts.queries,
             stun_metrics: parts.stun_metrics,
             metrics: parts.metrics,
-            incoming: batch::Incoming::new(),
-            outgoing: batch::Outgoing::default(),
+            incoming: switchboard_udp::Incoming::new(DATAGRAM_BUFFER_LEN),
+            outgoing: switchboard_udp::Outgoing::default(),
         };
         driver.run(shutdown).await;
         Ok(())
@@ -699,9 +699,9 @@ struct Driver {
     stun_metrics: Arc<StunMetrics>,
     metrics: Arc<TurnMetrics>,
     /// Where datagrams are read, from the client socket or a relay socket.
-    incoming: batch::Incoming,
+    incoming: switchboard_udp::Incoming,
     /// Datagrams for UDP clients, sent together at the end of each turn of the loop.
-    outgoing: batch::Outgoing,
+    outgoing: switchboard_udp::Outgoing,
 }
 
 impl Driver {
@@ -740,7 +740,7 @@ impl Driver {
             let mut reads = self.read_clients(turn);
             reads.add(self.read_relays(turn));
             self.connection_events();
-            self.outgoing.send(&self.udp, &self.metrics);
+            self.udp.send(&mut self.outgoing, &self.metrics);
             // Under load, let the next datagrams gather instead of waking up for each
             // burst (see `GATHER`); a backlog is read at once. The sleep blocks this
             // thread, which serves nothing else: datagrams wait in their socket buffers
@@ -775,7 +775,7 @@ impl Driver {
     fn read_clients(&mut self, now: Instant) -> Reads {
         let mut reads = Reads::default();
         while reads.datagrams < BATCH {
-            let (count, more) = match self.incoming.recv(&self.udp) {
+            let (count, more) = match self.udp.recv(&mut self.incoming) {
                 Ok(received) => received,
                 Err(error) => {
                     trace!(%error, "TURN UDP receive failed");
@@ -837,7 +837,7 @@ impl Driver {
                 reads.backlog = true;
                 return reads;
             }
-            let (count, _) = match self.incoming.recv(&socket.socket) {
+            let (count, _) = match socket.socket.recv(&mut self.incoming) {
                 Ok(received) => received,
                 Err(error) => {
                     trace!(%error, "relay receive failed");
@@ -897,7 +897,7 @@ impl Driver {
                 Output::Transmit(transmit) => match transmit.destination {
                     Destination::Client(client) if client.transport == Transport::Udp => {
                         if self.outgoing.is_full() {
-                            self.outgoing.send(&self.udp, &self.metrics);
+                            self.udp.send(&mut self.outgoing, &self.metrics);
                         }
                         self.outgoing.push(transmit.data, client.addr);
                     }
@@ -958,18 +958,10 @@ fn send_datagram(socket: &Socket, data: &[u8], to: SocketAddr, metrics: &TurnMet
 
 // ----- Datagrams in batches -----
 
-/// Reading and writing several datagrams per system call (`recvmmsg`, `sendmmsg`).
-///
-/// On the relay path the system calls are most of the cost: one read and one write per
-/// datagram, plus, with one datagram per read, a last read that finds the socket empty.
-/// [`Incoming`] reads up to [`SLOTS`] datagrams at once and knows the socket is empty
-/// when it gets fewer, so it clears the socket's readiness itself instead of paying a
-/// read for `EWOULDBLOCK`. [`Outgoing`] gathers the datagrams for UDP clients, which all
-/// leave from the one client socket, and sends them together. Datagrams to peers leave
-/// from a socket per allocation and are sent one by one.
-///
-/// The buffers are allocated once; nothing here allocates per datagram. Outside Linux the
-/// same types fall back to one datagram per call.
+/// The driver's UDP sockets, read and written several datagrams per system call
+/// (`switchboard-udp`). Datagrams for UDP clients all leave from the one client socket and
+/// are sent together; datagrams to peers leave from a socket per allocation and are sent one
+/// by one.
 ///
 /// [`Socket`] is how the core task holds a UDP socket: registered with the reactor for
 /// readability only. The core task never waits to write (a datagram that does not fit is
@@ -981,10 +973,10 @@ mod batch {
     use std::sync::atomic::Ordering;
     use std::task::{Context, Poll};
 
+    use switchboard_udp::{BatchSocket, Incoming, Outgoing};
     use tokio::io::Interest;
-    use tracing::trace;
 
-    use super::{DATAGRAM_BUFFER_LEN, TurnMetrics};
+    use super::TurnMetrics;
 
     /// A non-blocking UDP socket watched for readability only.
     pub struct Socket {
@@ -1021,80 +1013,13 @@ mod batch {
             std::future::poll_fn(|cx| self.poll_read_ready(cx)).await
         }
 
-        /// Runs `read` if the socket may be readable; `WouldBlock` from `read` (or from the
-        /// socket not being ready) clears the readiness until the next event.
-        fn try_read<R>(&self, read: impl FnOnce(&Self) -> io::Result<R>) -> io::Result<R> {
-            #[cfg(unix)]
-            return self.io.try_io(Interest::READABLE, |_| read(self));
-            #[cfg(not(unix))]
-            return self.io.try_io(Interest::READABLE, || read(self));
-        }
-
-        /// Sends without waiting: a full socket buffer is an error, not a wait.
-        pub fn send_to(&self, data: &[u8], to: SocketAddr) -> io::Result<usize> {
-            #[cfg(unix)]
-            return self.io.get_ref().send_to(data, to);
-            #[cfg(not(unix))]
-            return self.io.try_send_to(data, to);
-        }
-
-        #[cfg(not(target_os = "linux"))]
-        fn recv_from_now(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-            #[cfg(unix)]
-            return self.io.get_ref().recv_from(buf);
-            #[cfg(not(unix))]
-            return self.io.try_recv_from(buf);
-        }
-
-        #[cfg(target_os = "linux")]
-        fn raw_fd(&self) -> std::os::fd::RawFd {
-            use std::os::fd::AsRawFd;
-            self.io.as_raw_fd()
-        }
-    }
-
-    /// Datagrams per system call.
-    pub const SLOTS: usize = 32;
-
-    /// Receive buffers: [`SLOTS`] datagrams of up to [`DATAGRAM_BUFFER_LEN`] bytes each, so
-    /// nothing arrives truncated. The memory is reserved once; pages are touched only as
-    /// far as datagrams fill them.
-    pub struct Incoming {
-        buf: Vec<u8>,
-        lens: [usize; SLOTS],
-        from: [SocketAddr; SLOTS],
-        /// `recvmmsg`'s headers, pointing at `buf` once and for all.
-        #[cfg(target_os = "linux")]
-        headers: sys::Headers,
-    }
-
-    impl Incoming {
-        pub fn new() -> Self {
-            let mut buf = vec![0; SLOTS * DATAGRAM_BUFFER_LEN];
-            #[cfg(target_os = "linux")]
-            let headers = {
-                let mut headers = sys::Headers::new();
-                for (i, chunk) in buf.chunks_exact_mut(DATAGRAM_BUFFER_LEN).enumerate() {
-                    headers.set_buffer(i, chunk);
-                }
-                headers
-            };
-            Self {
-                buf,
-                lens: [0; SLOTS],
-                from: [SocketAddr::from(([0, 0, 0, 0], 0)); SLOTS],
-                #[cfg(target_os = "linux")]
-                headers,
-            }
-        }
-
-        /// Reads what is queued on `socket`, up to [`SLOTS`] datagrams, without waiting.
-        /// Returns how many arrived and whether the socket may hold more; when it cannot,
-        /// its readiness is cleared, so the next poll registers the waker.
-        pub fn recv(&mut self, socket: &Socket) -> io::Result<(usize, bool)> {
+        /// Reads what is queued, up to a batch, without waiting. Returns how many arrived
+        /// and whether the socket may hold more; when it cannot, its readiness is cleared,
+        /// so the next poll registers the waker.
+        pub fn recv(&self, incoming: &mut Incoming) -> io::Result<(usize, bool)> {
             let mut received = (0, false);
-            let result = socket.try_read(|socket| {
-                received = self.recv_now(socket)?;
+            let result = self.try_read(|socket| {
+                received = incoming.recv(socket)?;
                 if received.1 {
                     // The queue ran dry. Saying so clears the readiness; tokio clears it only
                     // if no new readiness event has arrived since, so nothing is missed.
@@ -1110,317 +1035,51 @@ mod batch {
             }
         }
 
-        /// The `i`th datagram of the last [`Incoming::recv`] and its sender.
-        pub fn get(&self, i: usize) -> (&[u8], SocketAddr) {
-            let start = i * DATAGRAM_BUFFER_LEN;
-            (&self.buf[start..start + self.lens[i]], self.from[i])
-        }
-
-        /// Reads up to [`SLOTS`] datagrams into slots `0..n`; returns `n` and whether the
-        /// socket's queue ran dry.
-        #[cfg(target_os = "linux")]
-        fn recv_now(&mut self, socket: &Socket) -> io::Result<(usize, bool)> {
-            // SAFETY: every header points at a name, an iovec and a buffer of the sizes
-            // given, all owned by `self` (see `sys::Headers`); the kernel writes at most that
-            // much.
-            let count = unsafe {
-                libc::recvmmsg(
-                    socket.raw_fd(),
-                    self.headers.as_mut_ptr(),
-                    SLOTS as _,
-                    libc::MSG_DONTWAIT,
-                    std::ptr::null_mut(),
-                )
-            };
-            if count < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            let mut kept = 0;
-            for i in 0..count as usize {
-                let (from, len) = self.headers.received(i);
-                let Some(from) = from else {
-                    continue;
-                };
-                // Compact in place so that slots 0..kept are the valid datagrams.
-                if kept != i {
-                    let (src, dst) = (i * DATAGRAM_BUFFER_LEN, kept * DATAGRAM_BUFFER_LEN);
-                    self.buf.copy_within(src..src + len, dst);
-                }
-                self.lens[kept] = len;
-                self.from[kept] = from;
-                kept += 1;
-            }
-            // Fewer than asked means the queue ran dry: `recvmmsg` stops early only at
-            // `EAGAIN` or at an error, and an error (an ICMP report) raised its own readiness
-            // event when it arrived.
-            Ok((kept, (count as usize) < SLOTS))
-        }
-
-        #[cfg(not(target_os = "linux"))]
-        fn recv_now(&mut self, socket: &Socket) -> io::Result<(usize, bool)> {
-            let mut count = 0;
-            for chunk in self.buf.chunks_exact_mut(DATAGRAM_BUFFER_LEN) {
-                match socket.recv_from_now(chunk) {
-                    Ok((len, from)) => {
-                        self.lens[count] = len;
-                        self.from[count] = from;
-                        count += 1;
-                    }
-                    Err(error) if count == 0 => return Err(error),
-                    Err(error) => return Ok((count, error.kind() == io::ErrorKind::WouldBlock)),
-                }
-            }
-            Ok((count, false))
-        }
-    }
-
-    /// Datagrams waiting to leave the client socket, their bytes end to end in one buffer
-    /// that keeps its capacity.
-    #[derive(Default)]
-    pub struct Outgoing {
-        data: Vec<u8>,
-        /// End offset in `data` and destination of each datagram.
-        datagrams: Vec<(usize, SocketAddr)>,
-        /// `sendmmsg`'s headers, made on the first send.
-        #[cfg(target_os = "linux")]
-        headers: Option<sys::Headers>,
-    }
-
-    impl Outgoing {
-        pub fn is_full(&self) -> bool {
-            self.datagrams.len() >= SLOTS
-        }
-
-        pub fn push(&mut self, bytes: &[u8], to: SocketAddr) {
-            self.data.extend_from_slice(bytes);
-            self.datagrams.push((self.data.len(), to));
-        }
-
-        /// Sends everything gathered, without waiting: a datagram the socket cannot take
-        /// is dropped and counted, as a router would drop it.
-        pub fn send(&mut self, socket: &Socket, metrics: &TurnMetrics) {
-            if self.datagrams.is_empty() {
-                return;
-            }
-            let failed = self.send_now(socket);
+        /// Sends everything gathered in `outgoing`; what the socket cannot take is dropped
+        /// and counted.
+        pub fn send(&self, outgoing: &mut Outgoing, metrics: &TurnMetrics) {
+            let failed = outgoing.send(self);
             if failed > 0 {
                 metrics
                     .send_failures
                     .fetch_add(failed as u64, Ordering::Relaxed);
             }
-            self.data.clear();
-            self.datagrams.clear();
         }
 
-        /// Returns how many datagrams could not be sent.
-        #[cfg(target_os = "linux")]
-        fn send_now(&mut self, socket: &Socket) -> usize {
-            let count = self.datagrams.len();
-            let headers = self.headers.get_or_insert_with(sys::Headers::new);
-            let mut start = 0;
-            for (i, (end, to)) in self.datagrams.iter().enumerate() {
-                headers.set_buffer(i, &mut self.data[start..*end]);
-                headers.set_destination(i, to);
-                start = *end;
-            }
-            let mut failed = 0;
-            let mut next = 0;
-            while next < count {
-                // SAFETY: headers `next..count` point at names, iovecs and bytes that
-                // outlive the call (the bytes are not touched until it returns); the kernel
-                // only reads them.
-                let sent = unsafe {
-                    libc::sendmmsg(
-                        socket.raw_fd(),
-                        headers.as_mut_ptr().add(next),
-                        (count - next) as _,
-                        libc::MSG_DONTWAIT,
-                    )
-                };
-                if sent > 0 {
-                    next += sent as usize;
-                } else {
-                    // The datagram at `next` failed (or nothing could be sent at all):
-                    // drop it and go on with the rest.
-                    let error = io::Error::last_os_error();
-                    trace!(to = %self.datagrams[next].1, %error, "datagram not sent");
-                    failed += 1;
-                    next += 1;
-                }
-            }
-            failed
+        /// Runs `read` if the socket may be readable; `WouldBlock` from `read` (or from the
+        /// socket not being ready) clears the readiness until the next event.
+        fn try_read<R>(&self, read: impl FnOnce(&Self) -> io::Result<R>) -> io::Result<R> {
+            #[cfg(unix)]
+            return self.io.try_io(Interest::READABLE, |_| read(self));
+            #[cfg(not(unix))]
+            return self.io.try_io(Interest::READABLE, || read(self));
         }
 
-        #[cfg(not(target_os = "linux"))]
-        fn send_now(&mut self, socket: &Socket) -> usize {
-            let mut failed = 0;
-            let mut start = 0;
-            for (end, to) in &self.datagrams {
-                if let Err(error) = socket.send_to(&self.data[start..*end], *to) {
-                    trace!(%to, %error, "datagram not sent");
-                    failed += 1;
-                }
-                start = *end;
-            }
-            failed
+        /// Sends without waiting: a full socket buffer is an error, not a wait.
+        pub fn send_to(&self, data: &[u8], to: SocketAddr) -> io::Result<usize> {
+            self.send_one(data, to)
         }
     }
 
-    /// Socket addresses to and from their C form, and the headers of `recvmmsg` and
-    /// `sendmmsg`.
-    #[cfg(target_os = "linux")]
-    mod sys {
-        use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-
-        use super::SLOTS;
-
-        const NAME_LEN: libc::socklen_t =
-            std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-
-        /// [`SLOTS`] message headers, each pointing at its own address buffer and iovec,
-        /// made once so that a call does not have to clear and link 6 KiB of them. The
-        /// three arrays are separate heap allocations that never grow, so the pointers
-        /// between them stay valid wherever the `Headers` value moves.
-        pub struct Headers {
-            headers: Vec<libc::mmsghdr>,
-            names: Vec<libc::sockaddr_storage>,
-            iovecs: Vec<libc::iovec>,
+    impl BatchSocket for Socket {
+        fn recv_one(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+            #[cfg(unix)]
+            return self.io.get_ref().recv_from(buf);
+            #[cfg(not(unix))]
+            return self.io.try_recv_from(buf);
         }
 
-        impl Headers {
-            pub fn new() -> Self {
-                /// # Safety
-                /// All-zero must be a valid `T`.
-                unsafe fn zeroed<T>() -> Vec<T> {
-                    // SAFETY: as the caller promises.
-                    (0..SLOTS).map(|_| unsafe { std::mem::zeroed() }).collect()
-                }
-                // SAFETY: all-zero is a valid value of these plain C structs (null pointers,
-                // zero lengths).
-                let mut this = unsafe {
-                    Self {
-                        headers: zeroed(),
-                        names: zeroed(),
-                        iovecs: zeroed(),
-                    }
-                };
-                let (names, iovecs) = (this.names.as_mut_ptr(), this.iovecs.as_mut_ptr());
-                for (i, header) in this.headers.iter_mut().enumerate() {
-                    // In bounds: all three have SLOTS elements.
-                    header.msg_hdr.msg_name = names.wrapping_add(i).cast();
-                    header.msg_hdr.msg_namelen = NAME_LEN;
-                    header.msg_hdr.msg_iov = iovecs.wrapping_add(i);
-                    header.msg_hdr.msg_iovlen = 1;
-                }
-                this
-            }
-
-            pub fn as_mut_ptr(&mut self) -> *mut libc::mmsghdr {
-                self.headers.as_mut_ptr()
-            }
-
-            /// Points header `i` at `buf`, which must stay put until the next call that uses
-            /// it.
-            pub fn set_buffer(&mut self, i: usize, buf: &mut [u8]) {
-                self.iovecs[i] = libc::iovec {
-                    iov_base: buf.as_mut_ptr().cast(),
-                    iov_len: buf.len(),
-                };
-            }
-
-            pub fn set_destination(&mut self, i: usize, to: &SocketAddr) {
-                self.headers[i].msg_hdr.msg_namelen = to_sockaddr(to, &mut self.names[i]);
-            }
-
-            /// The sender and length of datagram `i` of the last `recvmmsg`; readies header
-            /// `i` for the next.
-            pub fn received(&mut self, i: usize) -> (Option<SocketAddr>, usize) {
-                let header = &mut self.headers[i];
-                header.msg_hdr.msg_namelen = NAME_LEN;
-                (from_sockaddr(&self.names[i]), header.msg_len as usize)
-            }
+        fn send_one(&self, data: &[u8], to: SocketAddr) -> io::Result<usize> {
+            #[cfg(unix)]
+            return self.io.get_ref().send_to(data, to);
+            #[cfg(not(unix))]
+            return self.io.try_send_to(data, to);
         }
 
-        pub fn from_sockaddr(name: &libc::sockaddr_storage) -> Option<SocketAddr> {
-            match i32::from(name.ss_family) {
-                libc::AF_INET => {
-                    // SAFETY: the family says the storage holds a sockaddr_in, which it is
-                    // large enough and aligned for.
-                    let v4 = unsafe {
-                        &*(name as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>()
-                    };
-                    let ip = Ipv4Addr::from(u32::from_be(v4.sin_addr.s_addr));
-                    Some(SocketAddr::V4(SocketAddrV4::new(
-                        ip,
-                        u16::from_be(v4.sin_port),
-                    )))
-                }
-                libc::AF_INET6 => {
-                    // SAFETY: as above, for sockaddr_in6.
-                    let v6 = unsafe {
-                        &*(name as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
-                    };
-                    let ip = Ipv6Addr::from(v6.sin6_addr.s6_addr);
-                    Some(SocketAddr::V6(SocketAddrV6::new(
-                        ip,
-                        u16::from_be(v6.sin6_port),
-                        v6.sin6_flowinfo,
-                        v6.sin6_scope_id,
-                    )))
-                }
-                _ => None,
-            }
-        }
-
-        /// Writes `addr` into `name`; returns its length.
-        pub fn to_sockaddr(
-            addr: &SocketAddr,
-            name: &mut libc::sockaddr_storage,
-        ) -> libc::socklen_t {
-            match addr {
-                SocketAddr::V4(addr) => {
-                    // SAFETY: sockaddr_storage is large enough and aligned for sockaddr_in.
-                    let v4 = unsafe {
-                        &mut *(name as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>()
-                    };
-                    v4.sin_family = libc::AF_INET as libc::sa_family_t;
-                    v4.sin_port = addr.port().to_be();
-                    v4.sin_addr = libc::in_addr {
-                        s_addr: u32::from(*addr.ip()).to_be(),
-                    };
-                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t
-                }
-                SocketAddr::V6(addr) => {
-                    // SAFETY: as above, for sockaddr_in6.
-                    let v6 = unsafe {
-                        &mut *(name as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
-                    };
-                    v6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-                    v6.sin6_port = addr.port().to_be();
-                    v6.sin6_flowinfo = addr.flowinfo();
-                    v6.sin6_addr = libc::in6_addr {
-                        s6_addr: addr.ip().octets(),
-                    };
-                    v6.sin6_scope_id = addr.scope_id();
-                    std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t
-                }
-            }
-        }
-
-        #[cfg(test)]
-        mod tests {
-            use super::*;
-
-            #[test]
-            fn socket_addresses_round_trip() {
-                for addr in ["192.0.2.1:3478", "[2001:db8::1]:49152", "[fe80::1%3]:5"] {
-                    let addr: SocketAddr = addr.parse().unwrap();
-                    // SAFETY: all-zero is a valid sockaddr_storage.
-                    let mut name: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-                    to_sockaddr(&addr, &mut name);
-                    assert_eq!(from_sockaddr(&name), Some(addr));
-                }
-            }
+        #[cfg(target_os = "linux")]
+        fn raw_fd(&self) -> std::os::fd::RawFd {
+            use std::os::fd::AsRawFd;
+            self.io.as_raw_fd()
         }
     }
 }
@@ -1737,18 +1396,18 @@ mod tests {
         let socket = Socket::from_std(socket).unwrap();
         let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let from = sender.local_addr().unwrap();
-        let total = batch::SLOTS + 5;
+        let total = switchboard_udp::SLOTS + 5;
         for i in 0..total {
             sender.send_to(&[i as u8; 3], addr).unwrap();
         }
-        let mut incoming = batch::Incoming::new();
+        let mut incoming = switchboard_udp::Incoming::new(DATAGRAM_BUFFER_LEN);
         let mut got = Vec::new();
         for _ in 0..4 {
             timeout(Duration::from_secs(5), socket.readable())
                 .await
                 .unwrap()
                 .unwrap();
-            let (count, more) = incoming.recv(&socket).unwrap();
+            let (count, more) = socket.recv(&mut incoming).unwrap();
             for i in 0..count {
                 let (data, sender) = incoming.get(i);
                 assert_eq!(sender, from);
@@ -1767,11 +1426,11 @@ mod tests {
         assert!(socket.poll_read_ready(&mut cx).is_pending());
 
         let metrics = TurnMetrics::default();
-        let mut outgoing = batch::Outgoing::default();
+        let mut outgoing = switchboard_udp::Outgoing::default();
         for i in 0..3u8 {
             outgoing.push(&[i; 5], from);
         }
-        outgoing.send(&socket, &metrics);
+        socket.send(&mut outgoing, &metrics);
         sender
             .set_read_timeout(Some(Duration::from_secs(5)))
             .unwrap();
