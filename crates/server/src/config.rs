@@ -109,6 +109,13 @@ pub struct Config {
     /// port); worker `i` binds port + `i`. Empty string turns SFU rooms off.
     #[serde(with = "optional")]
     pub sfu_addr: Option<SocketAddr>,
+    /// ICE over TCP to the SFU, for browsers whose networks block UDP: each worker also
+    /// listens on TCP at its `sfu_addr` port and offers a passive TCP candidate (browsers use
+    /// it only when UDP fails).
+    pub sfu_tcp: bool,
+    /// Offer the SFU's UDP candidate. Off, browsers can reach SFU rooms only over TCP (needs
+    /// `sfu_tcp`); meant for testing that path.
+    pub sfu_udp: bool,
     /// IP announced to browsers as the SFU's ICE candidate, e.g. the public IP of a 1:1 NAT.
     /// Empty: the IP `sfu_addr` binds (which must then not be `0.0.0.0`).
     #[serde(with = "optional")]
@@ -165,6 +172,8 @@ impl Default for Config {
             tls_key: None,
             admin_key: String::new(),
             sfu_addr: Some(SocketAddr::from(([127, 0, 0, 1], 7882))),
+            sfu_tcp: true,
+            sfu_udp: true,
             sfu_public_ip: None,
             sfu_workers: 0,
             max_sfu_participants: limits.max_sfu_participants,
@@ -263,6 +272,11 @@ impl Config {
                 "sfu_addr binds {}, which browsers cannot be told: set sfu_public_ip",
                 addr.ip()
             ));
+        }
+        if self.sfu_addr.is_some() && !self.sfu_udp && !self.sfu_tcp {
+            return Err(
+                "sfu_udp and sfu_tcp are both off: browsers could not reach the SFU".into(),
+            );
         }
         if self.default_mode == Mode::Sfu && self.sfu_addr.is_none() {
             return Err("default_mode is sfu but sfu_addr is empty (SFU off)".into());
@@ -543,6 +557,12 @@ struct Cli {
     /// SFU media UDP address; worker i uses port + i; empty turns SFU rooms off [default: 127.0.0.1:7882].
     #[arg(long, env = "SWITCHBOARD_SFU_ADDR")]
     sfu_addr: Option<String>,
+    /// SFU also takes ICE over TCP on the sfu_addr port(s), for browsers without UDP [default: true].
+    #[arg(long, env = "SWITCHBOARD_SFU_TCP")]
+    sfu_tcp: Option<bool>,
+    /// Offer the SFU's UDP candidate; false leaves browsers only TCP, for tests [default: true].
+    #[arg(long, env = "SWITCHBOARD_SFU_UDP")]
+    sfu_udp: Option<bool>,
     /// IP announced as the SFU's ICE candidate [default: the sfu_addr IP].
     #[arg(long, env = "SWITCHBOARD_SFU_PUBLIC_IP")]
     sfu_public_ip: Option<String>,
@@ -648,6 +668,8 @@ impl Cli {
             turn_allow_peers,
             turn_deny_peers,
             admin_key,
+            sfu_tcp,
+            sfu_udp,
             sfu_workers,
             max_sfu_participants,
             sfu_broadcast_threshold
@@ -805,6 +827,21 @@ mod tests {
             .turn_server_config("0.0.0.0".parse().unwrap(), "s", [0; 32])
             .unwrap_err();
         assert!(err.contains("turn_public_ip"), "{err}");
+    }
+
+    #[test]
+    fn sfu_transports_default_on_and_can_be_set() {
+        let config = cli(&[]).unwrap();
+        assert!(config.sfu_tcp && config.sfu_udp);
+        let config = cli(&["--sfu-tcp", "false"]).unwrap();
+        assert!(!config.sfu_tcp && config.sfu_udp);
+        let config = toml::from_str::<Config>("sfu_udp = false").unwrap();
+        assert!(config.sfu_tcp && !config.sfu_udp);
+        config.validate().unwrap();
+        let err = cli(&["--sfu-udp", "false", "--sfu-tcp", "false"]).unwrap_err();
+        assert!(err.contains("sfu_udp"), "{err}");
+        // Without the SFU, they do not matter.
+        cli(&["--sfu-addr", "", "--sfu-udp", "false", "--sfu-tcp", "false"]).unwrap();
     }
 
     #[test]

@@ -220,7 +220,8 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     let sfu_addrs = sfu.as_ref().map(|b| b.media_addrs()).unwrap_or_default();
     if !sfu_addrs.is_empty() {
         let list: Vec<String> = sfu_addrs.iter().map(|a| a.to_string()).collect();
-        tracing::info!("SFU media on {} (udp)", list.join(", "));
+        let transports = if config.sfu_tcp { "udp and tcp" } else { "udp" };
+        tracing::info!("SFU media on {} ({transports})", list.join(", "));
     }
     let (hub, hub_task) = hub::spawn(config.limits(), sfu.clone(), shutdown_rx.clone());
     tasks.push(hub_task);

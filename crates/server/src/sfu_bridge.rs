@@ -100,7 +100,7 @@ impl BridgeHandle {
             return;
         };
         let sum = |f: fn(&WorkerStats) -> u64| workers.iter().map(f).sum::<u64>();
-        let gauges: [(&str, &str, u64); 6] = [
+        let gauges: [(&str, &str, u64); 7] = [
             ("sfu_workers", "SFU media workers.", workers.len() as u64),
             (
                 "sfu_rooms",
@@ -127,11 +127,16 @@ impl BridgeHandle {
                 "SFU subscriptions (track x receiving participant).",
                 sum(|w| w.router.subscriptions as u64),
             ),
+            (
+                "sfu_tcp_connections",
+                "ICE-TCP connections open to the SFU.",
+                sum(|w| w.tcp_connections as u64),
+            ),
         ];
-        let counters: [(&str, &str, u64); 9] = [
+        let counters: [(&str, &str, u64); 14] = [
             (
                 "sfu_datagrams_received_total",
-                "UDP datagrams received by the SFU.",
+                "UDP datagrams and ICE-TCP frames received by the SFU.",
                 sum(|w| w.datagrams_in),
             ),
             (
@@ -174,6 +179,31 @@ impl BridgeHandle {
                 "Engine events dropped (queue full).",
                 sum(|w| w.events_dropped),
             ),
+            (
+                "sfu_tcp_accepted_total",
+                "ICE-TCP connections accepted.",
+                sum(|w| w.tcp_accepted),
+            ),
+            (
+                "sfu_tcp_refused_total",
+                "ICE-TCP connections closed on arrival (too many open or unproven).",
+                sum(|w| w.tcp_refused),
+            ),
+            (
+                "sfu_tcp_invalid_total",
+                "ICE-TCP connections closed for what they sent (no ICE check first, oversized frame).",
+                sum(|w| w.tcp_invalid),
+            ),
+            (
+                "sfu_tcp_timeouts_total",
+                "ICE-TCP connections closed for sending no ICE check in time.",
+                sum(|w| w.tcp_timeouts),
+            ),
+            (
+                "sfu_tcp_overflows_total",
+                "ICE-TCP connections closed for not reading what their session sent.",
+                sum(|w| w.tcp_overflows),
+            ),
         ];
         use std::fmt::Write;
         for (kind, list) in [("gauge", &gauges[..]), ("counter", &counters[..])] {
@@ -207,6 +237,8 @@ pub async fn start(
     let worker_config = WorkerConfig {
         bind,
         public_ip: config.sfu_public_ip,
+        udp: config.sfu_udp,
+        tcp: config.sfu_tcp,
         // The signaling core enforces the room sizes; the engine must not refuse earlier.
         limits: Limits {
             max_participants_per_room: config.max_sfu_participants + config.max_receivers,

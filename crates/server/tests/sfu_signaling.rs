@@ -189,3 +189,35 @@ async fn the_engine_takes_as_many_as_the_room_sizes_allow() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn ice_tcp_connections_that_send_no_ice_check_are_closed_and_counted() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = server(|_| {}).await;
+    let media = server.sfu_addrs()[0];
+    let mut stream = tokio::net::TcpStream::connect(media).await.unwrap();
+    // One RFC 4571 frame that is no STUN binding request.
+    stream
+        .write_all(&[0, 5, b'h', b'e', b'l', b'l', b'o'])
+        .await
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut buf))
+        .await
+        .expect("the server closes the connection");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+
+    let (_, metrics) = http_get(server.http_addr(), "/metrics").await;
+    assert!(
+        metrics.contains("switchboard_sfu_tcp_accepted_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("switchboard_sfu_tcp_invalid_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("switchboard_sfu_tcp_connections 0"),
+        "{metrics}"
+    );
+}

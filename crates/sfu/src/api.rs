@@ -22,11 +22,30 @@ use crate::worker;
 /// How a worker is set up. Defaults in one place: [`WorkerConfig::default`].
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
-    /// Where the media socket binds. Port 0 picks a free one.
+    /// Where the media socket binds (UDP, and TCP on the same port when `tcp` is on). Port 0
+    /// picks a free one.
     pub bind: SocketAddr,
-    /// The address clients are told to send to (the ICE host candidate). Needed when `bind`
+    /// The address clients are told to send to (the ICE host candidates). Needed when `bind`
     /// is unspecified (`0.0.0.0`) or behind 1:1 NAT; the port is always the bound one.
     pub public_ip: Option<IpAddr>,
+    /// Announce the UDP host candidate. Off, clients can only connect over TCP (the UDP
+    /// socket stays bound and read all the same).
+    pub udp: bool,
+    /// Listen for ICE over TCP (RFC 6544, framed as RFC 4571) on the bound IP and port, and
+    /// announce a passive TCP host candidate, for clients whose networks block UDP. ICE
+    /// prefers UDP when both work: a TCP host candidate has a lower type preference.
+    pub tcp: bool,
+    /// TCP connections open at once, pending or not; more are closed as they come.
+    pub tcp_max_connections: usize,
+    /// TCP connections whose first ICE check has not arrived yet, at once; more are closed as
+    /// they come.
+    pub tcp_max_pending: usize,
+    /// A TCP connection is closed unless an ICE check for one of the worker's sessions arrives
+    /// on it this soon after it opened (one carrying anything else closes it at once).
+    pub tcp_pending_timeout: Duration,
+    /// Bytes waiting to be written to one TCP connection, beyond what the kernel buffers; a
+    /// connection that needs more cannot keep up and is closed.
+    pub tcp_send_buffer: usize,
     /// A participant whose ICE and DTLS are not up this long after joining is removed.
     pub connect_timeout: Duration,
     /// A connected participant from whom nothing (not even an ICE consent check, which
@@ -42,7 +61,8 @@ pub struct WorkerConfig {
     pub event_queue: usize,
     /// Kernel receive and send buffer of the media socket, in bytes (best effort: Linux caps
     /// it at `net.core.rmem_max` / `wmem_max`). Absorbs bursts while the worker is busy;
-    /// what overflows is lost media.
+    /// what overflows is lost media. Also the kernel send buffer of each TCP connection, fixed
+    /// rather than left to grow: media that waits longer is too late anyway.
     pub socket_buffer: usize,
 }
 
@@ -51,6 +71,12 @@ impl Default for WorkerConfig {
         WorkerConfig {
             bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7882),
             public_ip: None,
+            udp: true,
+            tcp: true,
+            tcp_max_connections: 2_048,
+            tcp_max_pending: 64,
+            tcp_pending_timeout: Duration::from_secs(10),
+            tcp_send_buffer: 1024 * 1024,
             connect_timeout: Duration::from_secs(15),
             idle_timeout: Duration::from_secs(15),
             limits: Limits::default(),
@@ -114,12 +140,28 @@ pub struct WorkerStats {
     pub router: RouterStats,
     /// Participants whose ICE and DTLS are up.
     pub connected: usize,
-    /// Datagrams received.
+    /// Datagrams received, and frames received over TCP.
     pub datagrams_in: u64,
-    /// Datagrams dropped: unparseable, or accepted by no session.
+    /// Datagrams and TCP frames dropped: unparseable, or accepted by no session.
     pub datagrams_dropped: u64,
-    /// Datagrams that could not be sent (socket buffer full, unreachable).
+    /// Packets that could not be sent (socket buffer full, unreachable, no TCP connection to
+    /// that address).
     pub send_errors: u64,
+    /// TCP connections open now.
+    pub tcp_connections: usize,
+    /// TCP connections accepted.
+    pub tcp_accepted: u64,
+    /// TCP connections closed as soon as they came: too many open or pending.
+    pub tcp_refused: u64,
+    /// TCP connections closed for what they sent: a first frame that was no ICE check for a
+    /// session, a frame longer than a datagram, one connection too many for a session.
+    pub tcp_invalid: u64,
+    /// TCP connections closed for silence: no ICE check within `tcp_pending_timeout`. (A
+    /// connection that carried one lasts as long as its session.)
+    pub tcp_timeouts: u64,
+    /// TCP connections closed because they could not take what their session sent
+    /// (`tcp_send_buffer` full).
+    pub tcp_overflows: u64,
     /// Frames written to subscribers.
     pub frames_forwarded: u64,
     /// Frames a subscriber could not take: its session lacks the publisher's codec, or
@@ -161,9 +203,9 @@ pub struct ParticipantSnapshot {
     pub published: Vec<TrackInfo>,
     /// The tracks it receives (or will, once negotiated).
     pub subscribed: Vec<TrackId>,
-    /// UDP payload bytes received from it.
+    /// Payload bytes received from it (UDP datagrams, TCP frames without their header).
     pub bytes_in: u64,
-    /// UDP payload bytes sent to it.
+    /// Payload bytes sent to it.
     pub bytes_out: u64,
     /// The smoothed level of its microphone in dB below overload (RFC 6464: 0 is the
     /// loudest, 127 silence), when its audio packets carried one in the last second.
@@ -234,7 +276,7 @@ pub(crate) enum Command {
     },
 }
 
-/// Binds the media socket and starts a worker task on the current tokio runtime. Returns the
+/// Binds the media sockets and starts a worker task on the current tokio runtime. Returns the
 /// handle for commands and the receiver of its events. The worker stops when every handle
 /// (including [`ParticipantHandle`]s) is dropped.
 pub async fn spawn(
@@ -251,11 +293,12 @@ pub(crate) async fn spawn_with_events(
     events: mpsc::Sender<SfuEvent>,
 ) -> Result<WorkerHandle, SfuError> {
     let (cmd_tx, cmd_rx) = mpsc::channel(config.command_queue.max(1));
-    let (local_addr, announced) = worker::start(config, events, cmd_rx).await?;
+    let (local_addr, announced, tcp_addr) = worker::start(config, events, cmd_rx).await?;
     Ok(WorkerHandle {
         commands: cmd_tx,
         local_addr,
         announced,
+        tcp_addr,
     })
 }
 
@@ -265,6 +308,7 @@ pub struct WorkerHandle {
     commands: mpsc::Sender<Command>,
     local_addr: SocketAddr,
     announced: SocketAddr,
+    tcp_addr: Option<SocketAddr>,
 }
 
 impl WorkerHandle {
@@ -327,9 +371,15 @@ impl WorkerHandle {
         self.local_addr
     }
 
-    /// The address announced to clients as the ICE candidate.
+    /// The address announced to clients in the ICE candidates (UDP, and TCP on the same
+    /// port).
     pub fn announced_addr(&self) -> SocketAddr {
         self.announced
+    }
+
+    /// The address the TCP listener is bound to (the UDP socket's), when `tcp` is on.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp_addr
     }
 
     async fn send(&self, cmd: Command) -> Result<(), SfuError> {

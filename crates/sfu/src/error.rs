@@ -86,7 +86,7 @@ pub enum SfuError {
     /// The worker has stopped (or its command queue is gone).
     #[error("the media worker is not running")]
     WorkerGone,
-    /// Binding or configuring the UDP socket failed.
+    /// Binding or configuring the media sockets (UDP, TCP) failed.
     #[error("media socket: {0}")]
     Io(#[from] std::io::Error),
     /// The configuration cannot work (e.g. nothing to announce to clients).

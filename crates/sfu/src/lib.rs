@@ -9,7 +9,9 @@
 //!   Pure logic over values and an [`Instant`](std::time::Instant) passed in; tested with a
 //!   fake clock.
 //! - The worker ([`spawn`]): one tokio task owning one UDP socket (ICE-lite, a single port for
-//!   every session) and every str0m `Rtc` of its rooms. It demultiplexes datagrams, drives
+//!   every session), a TCP listener on the same port for clients whose networks block UDP
+//!   (ICE over TCP, RFC 6544, with RFC 4571 framing; browsers prefer UDP when both work) and
+//!   every str0m `Rtc` of its rooms. It demultiplexes datagrams and TCP frames, drives
 //!   str0m's timers, forwards media frames between sessions as the router decides, and relays
 //!   data-channel messages to the sender's room. No
 //!   locks: the signaling side talks to it through [`WorkerHandle`] / [`ParticipantHandle`]
@@ -82,6 +84,7 @@ mod quality;
 mod router;
 mod sdp;
 mod sync;
+mod tcp;
 mod worker;
 
 pub use crate::api::{

@@ -2,8 +2,8 @@
 //! its name), so a room's media never crosses threads and the workers share nothing but the
 //! event channel towards the signaling side.
 //!
-//! Each worker has its own UDP port: with a fixed `bind` port, worker `i` binds `port + i`;
-//! with port 0, each picks a free one. Participant ids must be unique across the pool.
+//! Each worker has its own port (UDP, and TCP on the same number): with a fixed `bind` port,
+//! worker `i` binds `port + i`; with port 0, each picks a free one. Participant ids must be unique across the pool.
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};

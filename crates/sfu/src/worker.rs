@@ -1,16 +1,19 @@
-//! The worker: one tokio task that owns one UDP socket, every str0m [`Rtc`] of its rooms and
-//! the [`Router`]. It moves datagrams in and out, drives str0m's timers, and forwards media
-//! between sessions as the router decides.
+//! The worker: one tokio task that owns one UDP socket (and, with ICE over TCP on, a TCP
+//! listener on the same port with its connections; see [`crate::tcp`]), every str0m [`Rtc`] of
+//! its rooms and the [`Router`]. It moves packets in and out, drives str0m's timers, and
+//! forwards media between sessions as the router decides.
 //!
 //! Nothing here is shared: the signaling side talks to the worker through the handles in
 //! [`crate::api`] (commands over a bounded channel) and hears back through
 //! [`SfuEvent`]s. So the media path takes no lock.
 //!
-//! The loop, in order: wait for a command, a readable socket or the earliest deadline; feed
-//! what arrived (a datagram goes to the session that [`Rtc::accepts`] it, found by its source
-//! address, or from a new address by the ICE username fragment in its STUN check); fire due
-//! timeouts; then drain every session touched ("dirty") until str0m reports its next timeout,
-//! sending what it transmits and acting on its events. Media frames are written to each
+//! The loop, in order: wait for a command, a readable socket, a TCP connection to accept or
+//! read, or the earliest deadline; feed what arrived (a datagram goes to the session that
+//! [`Rtc::accepts`] it, found by its source address, or from a new address by the ICE username
+//! fragment in its STUN check; a TCP frame to the session its connection's first ICE check
+//! named); fire due timeouts; then drain every session touched ("dirty") until str0m reports
+//! its next timeout, sending what it transmits and acting on its events, and write what was
+//! queued for TCP connections. Media frames are written to each
 //! subscriber's `Rtc` sharing the same `Arc<[u8]>` payload, so forwarding copies no media.
 //!
 //! Data channels: a message on a channel a participant opened is written, as it came, to
@@ -30,8 +33,9 @@
 //! str0m's business: it asks publishers for them (NACK) and answers subscribers' NACKs from
 //! its send buffer (RTX where negotiated).
 //!
-//! It never blocks on a client: a full socket buffer drops the datagram (UDP may), a full event
-//! queue drops the event and counts it.
+//! It never blocks on a client: a full socket buffer drops the datagram (UDP may), a TCP
+//! connection that cannot take what its session sends is closed, a full event queue drops the
+//! event and counts it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -46,9 +50,9 @@ use str0m::config::{CryptoProvider, DtlsCert};
 use str0m::format::Codec;
 use str0m::ice::StunMessage;
 use str0m::media::{Direction, KeyframeRequestKind, MediaData, Mid};
-use str0m::net::{DatagramRecv, Protocol, Receive};
+use str0m::net::{DatagramRecv, Protocol, Receive, TcpType};
 use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc};
-use tokio::net::UdpSocket;
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 use tracing::{Instrument, debug, info, warn};
 
@@ -60,6 +64,7 @@ use crate::ids::{LeaveReason, ParticipantId, RoomId, TrackSource};
 use crate::quality::vp8_keyframe_size;
 use crate::router::{Router, RouterOutput};
 use crate::sdp;
+use crate::tcp::{self, CloseReason, FrameTooLong, Sent, Tcp, TcpLimits};
 
 /// Largest datagram read from the socket; WebRTC stays under ~1200 bytes.
 const RECV_BUF: usize = 2048;
@@ -71,15 +76,24 @@ const OFFER_RETRY: Duration = Duration::from_millis(250);
 const IDLE_WAKE: Duration = Duration::from_secs(1);
 /// How often sender reports go out for audio (video's are str0m's default, 1 s, too).
 const SENDER_REPORT_INTERVAL: Duration = Duration::from_secs(1);
+/// Pause after a failed `accept` (e.g. out of file descriptors), so the loop does not spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Tries at finding a port free for both UDP and TCP when the port is left to the system.
+const BIND_ATTEMPTS: usize = 8;
 
-/// Binds the media socket, builds the worker and starts its task on the current runtime.
-/// Returns the bound and the announced address.
+/// Binds the media sockets, builds the worker and starts its task on the current runtime.
+/// Returns the bound and the announced address, and the TCP listener's.
 pub(crate) async fn start(
     config: WorkerConfig,
     events: mpsc::Sender<SfuEvent>,
     commands: mpsc::Receiver<Command>,
-) -> Result<(SocketAddr, SocketAddr), SfuError> {
-    let socket = UdpSocket::bind(config.bind).await?;
+) -> Result<(SocketAddr, SocketAddr, Option<SocketAddr>), SfuError> {
+    if !config.udp && !config.tcp {
+        return Err(SfuError::Config(
+            "neither UDP nor TCP is on: no candidate to announce",
+        ));
+    }
+    let (socket, listener) = bind(&config).await?;
     let sock = socket2::SockRef::from(&socket);
     if let Err(e) = sock
         .set_recv_buffer_size(config.socket_buffer)
@@ -98,8 +112,38 @@ pub(crate) async fn start(
         None => bound.ip(),
     };
     let announced = SocketAddr::new(ip, bound.port());
-    let candidate = Candidate::host(announced, "udp")
-        .map_err(|_| SfuError::Config("the announced address is not a usable ICE candidate"))?;
+    let unusable = |_| SfuError::Config("the announced address is not a usable ICE candidate");
+    let mut candidates = Vec::new();
+    if config.udp {
+        candidates.push(Candidate::host(announced, "udp").map_err(unusable)?);
+    }
+    if listener.is_some() {
+        // Passive: the client connects. str0m gives a TCP host candidate a lower type
+        // preference than a UDP one, so ICE picks UDP whenever both work.
+        let tcp = Candidate::builder()
+            .tcp()
+            .host(announced)
+            .tcptype(TcpType::Passive)
+            .build()
+            .map_err(unusable)?;
+        candidates.push(tcp);
+    }
+    let tcp_addr = match &listener {
+        Some(l) => Some(l.local_addr()?),
+        None => None,
+    };
+    let tcp = listener.map(|l| {
+        Tcp::new(
+            l,
+            TcpLimits {
+                max_connections: config.tcp_max_connections,
+                max_pending: config.tcp_max_pending,
+                pending_timeout: config.tcp_pending_timeout,
+                send_buffer: config.tcp_send_buffer,
+                socket_buffer: config.socket_buffer,
+            },
+        )
+    });
     let crypto = Arc::new(str0m::crypto::from_feature_flags());
     let cert = crypto
         .dtls_provider
@@ -109,7 +153,10 @@ pub(crate) async fn start(
     let worker = Worker {
         socket,
         announced,
-        candidate,
+        candidates,
+        tcp,
+        tcp_ready: Vec::new(),
+        accept_paused_until: None,
         crypto,
         cert,
         router: Router::with_quality(config.limits.clone(), config.quality.clone()),
@@ -126,22 +173,71 @@ pub(crate) async fn start(
     };
     let span = tracing::info_span!("sfu_worker", addr = %announced);
     tokio::spawn(worker.run().instrument(span));
-    info!(%bound, %announced, "SFU worker started");
-    Ok((bound, announced))
+    info!(%bound, %announced, tcp = tcp_addr.is_some(), "SFU worker started");
+    Ok((bound, announced, tcp_addr))
+}
+
+/// Binds the UDP socket and, with TCP on, a TCP listener on the same IP and port.
+async fn bind(config: &WorkerConfig) -> Result<(UdpSocket, Option<TcpListener>), SfuError> {
+    if !config.tcp {
+        return Ok((UdpSocket::bind(config.bind).await?, None));
+    }
+    // A port the system picked for UDP may be taken for TCP: then try another.
+    let attempts = if config.bind.port() == 0 {
+        BIND_ATTEMPTS
+    } else {
+        1
+    };
+    let mut attempt = 1;
+    loop {
+        let socket = UdpSocket::bind(config.bind).await?;
+        match TcpListener::bind(socket.local_addr()?).await {
+            Ok(listener) => return Ok((socket, Some(listener))),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && attempt < attempts => {
+                attempt += 1;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// What woke the loop.
 enum Wake {
     Command(Option<Command>),
     Readable(io::Result<()>),
+    Accepted(io::Result<(TcpStream, SocketAddr)>),
+    TcpReady,
     Timer,
+}
+
+/// The next connection to the listener, if there is one.
+async fn accept(tcp: Option<&Tcp>) -> io::Result<(TcpStream, SocketAddr)> {
+    match tcp {
+        Some(tcp) => tcp.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves when a TCP connection may be readable or writable.
+async fn tcp_ready(tcp: Option<&Tcp>) {
+    match tcp {
+        Some(tcp) => tcp.ready().await,
+        None => std::future::pending().await,
+    }
 }
 
 struct Worker {
     socket: UdpSocket,
-    /// The candidate address; also the `destination` of every received datagram.
+    /// The candidates' address; also the `destination` of every received packet.
     announced: SocketAddr,
-    candidate: Candidate,
+    /// Every session's local candidates: UDP and passive TCP host candidates, as configured.
+    candidates: Vec<Candidate>,
+    /// The TCP listener and its connections, when ICE over TCP is on.
+    tcp: Option<Tcp>,
+    /// Scratch list of TCP connection slots marked ready.
+    tcp_ready: Vec<usize>,
+    /// No `accept` until then, after one failed.
+    accept_paused_until: Option<Instant>,
     crypto: Arc<CryptoProvider>,
     cert: DtlsCert,
     config: WorkerConfig,
@@ -169,9 +265,12 @@ impl Worker {
         let mut buf = vec![0u8; RECV_BUF];
         loop {
             let deadline = self.next_deadline();
+            let accepting = self.accept_paused_until.is_none();
             let wake = tokio::select! {
                 cmd = self.commands.recv() => Wake::Command(cmd),
                 ready = self.socket.readable() => Wake::Readable(ready),
+                conn = accept(self.tcp.as_ref()), if accepting => Wake::Accepted(conn),
+                () = tcp_ready(self.tcp.as_ref()) => Wake::TcpReady,
                 () = tokio::time::sleep_until(deadline.into()) => Wake::Timer,
             };
             match wake {
@@ -179,11 +278,27 @@ impl Worker {
                 Wake::Command(Some(cmd)) => self.handle_command(cmd, Instant::now()),
                 Wake::Readable(Ok(())) => self.read_socket(&mut buf),
                 Wake::Readable(Err(e)) => warn!("media socket: {e}"),
+                Wake::Accepted(Ok((stream, remote))) => {
+                    self.accept_tcp(stream, remote, Instant::now());
+                }
+                Wake::Accepted(Err(e)) => {
+                    warn!("TCP accept: {e}");
+                    let until = Instant::now() + ACCEPT_BACKOFF;
+                    self.accept_paused_until = Some(until);
+                    self.wake_by(until);
+                }
+                Wake::TcpReady => self.read_tcp_ready(Instant::now()),
                 Wake::Timer => {}
             }
             let now = Instant::now();
+            if self.accept_paused_until.is_some_and(|t| now >= t) {
+                self.accept_paused_until = None;
+            }
             self.handle_timeouts(now);
             self.drain(now);
+            if let Some(tcp) = self.tcp.as_mut() {
+                tcp.flush();
+            }
         }
         info!("SFU worker stopped");
     }
@@ -302,6 +417,7 @@ impl Worker {
                 let mut stats = self.stats;
                 stats.router = self.router.stats();
                 stats.connected = self.clients.values().filter(|c| c.connected).count();
+                stats.tcp_connections = self.tcp.as_ref().map_or(0, Tcp::open);
                 let _ = reply.send(stats);
             }
             Command::Rooms { reply } => {
@@ -372,7 +488,9 @@ impl Worker {
             // (5 s) would leave a new subscriber out of sync for several seconds.
             .set_rtcp_report_interval_audio(SENDER_REPORT_INTERVAL)
             .build(now);
-        rtc.add_local_candidate(self.candidate.clone());
+        for candidate in &self.candidates {
+            rtc.add_local_candidate(candidate.clone());
+        }
         (rtc, ufrag)
     }
 
@@ -494,6 +612,9 @@ impl Worker {
             }
         }
         self.by_ufrag.remove(&client.ufrag);
+        if let Some(tcp) = self.tcp.as_mut() {
+            tcp.close_owned_by(participant);
+        }
         // Its channels relayed to the others close with it.
         self.close_relays(participant, &client.room, None);
         let _ = self.router.leave(participant);
@@ -552,17 +673,24 @@ impl Worker {
             self.stats.datagrams_dropped += 1;
             return;
         };
-        let Some(client) = self.clients.get_mut(&id) else {
-            return;
-        };
-        client.last_input = now;
-        client.bytes_in += data.len() as u64;
-        if known.is_none() {
+        if known.is_none()
+            && let Some(client) = self.clients.get_mut(&id)
+        {
             if let Some(evicted) = client.remember_addr(source) {
                 self.by_addr.remove(&evicted);
             }
             self.by_addr.insert(source, id);
         }
+        self.deliver(id, input, data.len(), now);
+    }
+
+    /// Hands a packet that session `id` accepts to its `Rtc`.
+    fn deliver(&mut self, id: ParticipantId, input: Input, len: usize, now: Instant) {
+        let Some(client) = self.clients.get_mut(&id) else {
+            return;
+        };
+        client.last_input = now;
+        client.bytes_in += len as u64;
         if let Some(rtc) = client.rtc.as_mut()
             && let Err(e) = rtc.handle_input(input)
         {
@@ -572,6 +700,171 @@ impl Worker {
             self.stats.datagrams_dropped += 1;
         }
         self.mark_dirty(id);
+    }
+
+    // ---- TCP ------------------------------------------------------------------------------
+
+    fn accept_tcp(&mut self, stream: TcpStream, remote: SocketAddr, now: Instant) {
+        let Some(tcp) = self.tcp.as_mut() else {
+            return;
+        };
+        match tcp.add(stream, remote, now) {
+            Some(deadline) => {
+                self.stats.tcp_accepted += 1;
+                self.wake_by(deadline);
+                debug!(%remote, "TCP connection accepted");
+            }
+            None => {
+                self.stats.tcp_refused += 1;
+                debug!(%remote, "TCP connection refused: too many");
+            }
+        }
+    }
+
+    /// Reads every TCP connection whose waker fired, and writes to those that can take the
+    /// output they were waiting with.
+    fn read_tcp_ready(&mut self, now: Instant) {
+        let mut slots = std::mem::take(&mut self.tcp_ready);
+        if let Some(tcp) = self.tcp.as_ref() {
+            tcp.take_ready(&mut slots);
+        }
+        for &slot in &slots {
+            self.read_tcp(slot, now);
+            let Some(tcp) = self.tcp.as_mut() else {
+                break;
+            };
+            if tcp.has_output(slot) && tcp.write(slot).is_err() {
+                self.close_tcp(slot, CloseReason::Gone);
+            }
+        }
+        slots.clear();
+        self.tcp_ready = slots;
+    }
+
+    /// Reads one connection until it has nothing more (or has had its turn), handing each
+    /// frame to its session.
+    fn read_tcp(&mut self, slot: usize, now: Instant) {
+        let mut reads = 0;
+        loop {
+            let Some(tcp) = self.tcp.as_mut() else {
+                return;
+            };
+            match tcp.read(slot, &mut reads) {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(()) => {
+                    self.close_tcp(slot, CloseReason::Gone);
+                    return;
+                }
+            }
+            if !self.take_tcp_frames(slot, now) {
+                return;
+            }
+        }
+    }
+
+    /// Hands every complete frame the connection in `slot` has read to its session; `false`
+    /// if the connection was closed meanwhile.
+    fn take_tcp_frames(&mut self, slot: usize, now: Instant) -> bool {
+        let Some(tcp) = self.tcp.as_mut() else {
+            return false;
+        };
+        let serial = tcp.serial(slot);
+        // Taken out (an empty reader allocates nothing) so frames can be borrowed from it
+        // while the worker handles them.
+        let Some(conn) = tcp.get_mut(slot) else {
+            return false;
+        };
+        let mut reader = std::mem::take(&mut conn.reader);
+        let open = loop {
+            match reader.next_frame() {
+                Ok(Some(frame)) => {
+                    if !self.handle_tcp_frame(slot, frame, now) {
+                        break false;
+                    }
+                }
+                Ok(None) => break true,
+                Err(FrameTooLong(len)) => {
+                    debug!(len, "TCP frame too long: connection closed");
+                    self.stats.datagrams_dropped += 1;
+                    self.close_tcp(slot, CloseReason::Invalid);
+                    break false;
+                }
+            }
+        };
+        match self.tcp.as_mut() {
+            Some(tcp) if open && tcp.serial(slot) == serial => {
+                if let Some(conn) = tcp.get_mut(slot) {
+                    conn.reader = reader;
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// One frame from the connection in `slot`. A pending connection's first frame must be an
+    /// ICE check that a session accepts: the connection then belongs to that session (its
+    /// later frames go there, checked by [`Rtc::accepts`] as datagrams are); anything else
+    /// closes it. Returns whether the connection is still open.
+    fn handle_tcp_frame(&mut self, slot: usize, frame: &[u8], now: Instant) -> bool {
+        self.stats.datagrams_in += 1;
+        let Some(conn) = self.tcp.as_ref().and_then(|tcp| tcp.get(slot)) else {
+            return false;
+        };
+        let (source, owner) = (conn.remote, conn.owner);
+        if frame.is_empty() {
+            // RFC 4571 gives an empty frame no meaning: skipped, and it proves nothing.
+            return true;
+        }
+        let target = DatagramRecv::try_from(frame).ok().and_then(|contents| {
+            let input = Input::Receive(
+                now,
+                Receive {
+                    proto: Protocol::Tcp,
+                    source,
+                    destination: self.announced,
+                    contents,
+                },
+            );
+            let id = match owner {
+                Some(id) => id,
+                None => *self.by_ufrag.get(stun_local_ufrag(frame)?)?,
+            };
+            let rtc = self.clients.get(&id)?.rtc.as_ref()?;
+            rtc.accepts(&input).then_some((id, input))
+        });
+        let Some((id, input)) = target else {
+            self.stats.datagrams_dropped += 1;
+            if owner.is_none() {
+                debug!(%source, "TCP connection closed: its first frame is no ICE check for a session");
+                self.close_tcp(slot, CloseReason::Invalid);
+                return false;
+            }
+            return true;
+        };
+        let Some(tcp) = self.tcp.as_mut() else {
+            return false;
+        };
+        if owner.is_none() {
+            if tcp.held_by(id) >= tcp::MAX_PER_SESSION {
+                debug!(%source, participant = %id, "TCP connection closed: the session holds enough");
+                self.close_tcp(slot, CloseReason::Invalid);
+                return false;
+            }
+            tcp.bind(slot, id);
+            debug!(%source, participant = %id, "TCP connection bound");
+        }
+        self.deliver(id, input, frame.len(), now);
+        true
+    }
+
+    fn close_tcp(&mut self, slot: usize, reason: CloseReason) {
+        let Some(conn) = self.tcp.as_mut().and_then(|tcp| tcp.close(slot)) else {
+            return;
+        };
+        count_tcp_close(&mut self.stats, reason);
+        debug!(remote = %conn.remote, participant = ?conn.owner, ?reason, "TCP connection closed");
     }
 
     fn handle_timeouts(&mut self, now: Instant) {
@@ -616,6 +909,16 @@ impl Worker {
                 }
                 Some(t) => next_wake = next_wake.min(t),
                 None => {}
+            }
+        }
+        if let Some(tcp) = self.tcp.as_mut() {
+            let stats = &mut self.stats;
+            let next = tcp.expire(now, |conn| {
+                count_tcp_close(stats, CloseReason::Timeout);
+                debug!(remote = %conn.remote, participant = ?conn.owner, "TCP connection timed out");
+            });
+            if let Some(t) = next {
+                next_wake = next_wake.min(t);
             }
         }
         self.next_wake = next_wake;
@@ -749,10 +1052,26 @@ impl Worker {
                     self.wake_by(t);
                     return;
                 }
-                Ok(Output::Transmit(t)) => {
+                Ok(Output::Transmit(t)) if t.proto == Protocol::Udp => {
                     match self.socket.try_send_to(&t.contents, t.destination) {
                         Ok(n) => client.bytes_out += n as u64,
                         Err(_) => self.stats.send_errors += 1,
+                    }
+                }
+                Ok(Output::Transmit(t)) => {
+                    // Queued for the connection, written after the drain: one system call for
+                    // everything this turn sends it.
+                    let sent = self
+                        .tcp
+                        .as_mut()
+                        .map(|tcp| tcp.send(id, t.destination, &t.contents));
+                    match sent {
+                        Some(Sent::Queued) => client.bytes_out += t.contents.len() as u64,
+                        Some(Sent::Overflow) => {
+                            count_tcp_close(&mut self.stats, CloseReason::Overflow);
+                            self.stats.send_errors += 1;
+                        }
+                        Some(Sent::NoConnection) | None => self.stats.send_errors += 1,
                     }
                 }
                 Ok(Output::Event(event)) => self.handle_event(id, event, now),
@@ -1157,6 +1476,15 @@ fn stun_local_ufrag(data: &[u8]) -> Option<&str> {
     }
     let username = StunMessage::parse(data).ok()?.username()?;
     username.split(':').next()
+}
+
+fn count_tcp_close(stats: &mut WorkerStats, reason: CloseReason) {
+    match reason {
+        CloseReason::Invalid => stats.tcp_invalid += 1,
+        CloseReason::Timeout => stats.tcp_timeouts += 1,
+        CloseReason::Overflow => stats.tcp_overflows += 1,
+        CloseReason::Gone => {}
+    }
 }
 
 /// Queues an event for the signaling side; `false` if it had to be dropped.

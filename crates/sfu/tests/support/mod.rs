@@ -1,6 +1,7 @@
 //! Test support shared by the integration tests: a browser stand-in built on a second str0m
-//! `Rtc` (full ICE, its own UDP socket on loopback) that publishes synthetic VP8 and Opus at
-//! realistic rates and checks what it receives, opens data channels and logs the messages that
+//! `Rtc` (full ICE, its own UDP socket on loopback, or a TCP connection to the engine framed as
+//! RFC 4571 says, or both) that publishes synthetic VP8 and Opus at realistic rates and checks
+//! what it receives, opens data channels and logs the messages that
 //! arrive on them, plus a harness that runs a worker and plays the signaling side (relays the
 //! engine's renegotiation offers to the right client).
 //!
@@ -13,6 +14,7 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
+use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,14 +25,16 @@ use str0m::media::{
     Direction, Frequency, KeyframeRequestKind, MediaKind, MediaTime, Mid, Rid, Simulcast,
     SimulcastLayer,
 };
-use str0m::net::{Protocol, Receive};
+use str0m::net::{Protocol, Receive, TcpType};
 use str0m::rtp::rtcp::SenderInfo;
 use str0m::{Candidate, Event, Input, Output, Rtc};
 use switchboard_sfu::{
     ParticipantHandle, ParticipantId, RoomId, Sfu, SfuError, SfuEvent, TrackId, TrackSource,
     WorkerConfig, WorkerHandle,
 };
-use tokio::net::UdpSocket;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::{TcpSocket, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 
 pub const VIDEO_FPS: u64 = 30;
@@ -59,6 +63,20 @@ pub enum Role {
     /// Offers only a data channel (`switchboard`); receives what the engine adds by
     /// renegotiation.
     Subscriber,
+}
+
+/// How a test client reaches the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// A UDP host candidate only.
+    Udp,
+    /// An active TCP host candidate only: one TCP connection to the engine's port.
+    Tcp,
+    /// Both: ICE chooses (it should be UDP).
+    Both,
+    /// Like `Tcp`, with a receive buffer of a few KiB, so that a client that stops reading
+    /// (see [`TestClient::pause_tcp_reads`]) soon stops the engine from writing.
+    TcpSmallWindow,
 }
 
 /// A data-channel message that arrived at a test client.
@@ -123,6 +141,11 @@ pub struct ClientState {
     /// RTP packets dropped on arrival, and before sending (see [`TestClient::lose`]).
     pub dropped_in: u32,
     pub dropped_out: u32,
+    /// Bytes that arrived in UDP datagrams and in TCP frames (without their header).
+    pub udp_bytes_in: u64,
+    pub tcp_bytes_in: u64,
+    /// The engine closed the client's TCP connection.
+    pub tcp_closed_by_server: bool,
 }
 
 impl ClientState {
@@ -180,6 +203,10 @@ enum ClientCmd {
     SetVideoDelay(Duration),
     /// Drops every `every`-th video RTP packet, `count` times, arriving or leaving.
     Lose(Loss),
+    /// Closes the TCP connection (the UDP socket, if any, stays).
+    CloseTcp,
+    /// Stops reading the TCP connection (what the engine sends piles up).
+    PauseTcpReads,
     Stop,
 }
 
@@ -324,10 +351,64 @@ impl TestClient {
         let _ = self.cmds.send(ClientCmd::Lose(loss)).await;
     }
 
+    /// Closes the client's TCP connection to the engine.
+    pub async fn close_tcp(&self) {
+        let _ = self.cmds.send(ClientCmd::CloseTcp).await;
+    }
+
+    /// Stops reading the TCP connection, as a client whose path cannot carry the media.
+    pub async fn pause_tcp_reads(&self) {
+        let _ = self.cmds.send(ClientCmd::PauseTcpReads).await;
+    }
+
     /// Stops sending and answering (the socket closes).
     pub async fn stop(&self) {
         let _ = self.cmds.send(ClientCmd::Stop).await;
     }
+}
+
+/// A TCP connection to the engine: ICE over TCP, RFC 4571 frames.
+pub struct TcpLink {
+    pub stream: TcpStream,
+    /// The connection's local address: the client's (active) TCP candidate.
+    pub local: SocketAddr,
+    /// The engine's address.
+    pub server: SocketAddr,
+}
+
+impl TcpLink {
+    /// Connects to the engine; with `small_window`, with a receive buffer of a few KiB.
+    pub async fn connect(server: SocketAddr, small_window: bool) -> TcpLink {
+        let socket = TcpSocket::new_v4().unwrap();
+        if small_window {
+            socket.set_recv_buffer_size(4096).unwrap();
+        }
+        let stream = socket.connect(server).await.unwrap();
+        stream.set_nodelay(true).unwrap();
+        let local = stream.local_addr().unwrap();
+        TcpLink {
+            stream,
+            local,
+            server,
+        }
+    }
+
+    /// The candidate a browser would announce for it.
+    pub fn candidate(&self) -> Candidate {
+        Candidate::builder()
+            .tcp()
+            .host(self.local)
+            .tcptype(TcpType::Active)
+            .build()
+            .unwrap()
+    }
+}
+
+/// One RFC 4571 frame: 2-byte big-endian length, then `packet`.
+pub fn frame(packet: &[u8]) -> Vec<u8> {
+    let mut f = (packet.len() as u16).to_be_bytes().to_vec();
+    f.extend_from_slice(packet);
+    f
 }
 
 /// A str0m session acting as a browser, before it runs.
@@ -335,6 +416,8 @@ pub struct Browser {
     pub rtc: Rtc,
     pub socket: UdpSocket,
     pub local: SocketAddr,
+    /// The TCP connection to the engine, for [`Transport::Tcp`] and [`Transport::Both`].
+    pub tcp: Option<TcpLink>,
     role: Role,
     pending: Option<SdpPendingOffer>,
     /// The publisher's (audio, video) m-lines.
@@ -344,7 +427,15 @@ pub struct Browser {
 }
 
 impl Browser {
+    /// A client on UDP.
     pub async fn new(role: Role) -> Browser {
+        let unused = SocketAddr::from((Ipv4Addr::LOCALHOST, 9));
+        Browser::with_transport(role, Transport::Udp, unused).await
+    }
+
+    /// A client that reaches the engine at `server` by `transport` (over TCP it connects
+    /// first, as a browser does for an active candidate once it has the answer).
+    pub async fn with_transport(role: Role, transport: Transport, server: SocketAddr) -> Browser {
         let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
         // Like a browser's, large enough to ride out a busy test machine.
         let _ = socket2::SockRef::from(&socket).set_recv_buffer_size(1 << 20);
@@ -353,11 +444,22 @@ impl Browser {
             .set_rtcp_report_interval_audio(Duration::from_secs(1))
             .set_stats_interval(Some(Duration::from_millis(500)))
             .build(Instant::now());
-        rtc.add_local_candidate(Candidate::host(local, "udp").unwrap());
+        if matches!(transport, Transport::Udp | Transport::Both) {
+            rtc.add_local_candidate(Candidate::host(local, "udp").unwrap());
+        }
+        let tcp = match transport {
+            Transport::Udp => None,
+            Transport::Tcp | Transport::Both | Transport::TcpSmallWindow => {
+                let link = TcpLink::connect(server, transport == Transport::TcpSmallWindow).await;
+                rtc.add_local_candidate(link.candidate());
+                Some(link)
+            }
+        };
         Browser {
             rtc,
             socket,
             local,
+            tcp,
             role,
             pending: None,
             media_mids: None,
@@ -475,6 +577,22 @@ async fn drive(
     mut cmds: mpsc::Receiver<ClientCmd>,
 ) {
     let mut buf = vec![0u8; 2048];
+    let (tcp_local, tcp_server) = match &b.tcp {
+        Some(link) => (link.local, link.server),
+        None => (b.local, b.local),
+    };
+    let (mut tcp_rd, mut tcp_wr) = match b.tcp.take() {
+        Some(link) => {
+            let (rd, wr) = link.stream.into_split();
+            (Some(rd), Some(wr))
+        }
+        None => (None, None),
+    };
+    // Any frame fits, whatever the engine sends.
+    let mut tcp_buf = vec![0u8; 70_000];
+    let mut tcp_filled = 0usize;
+    // A read half no longer read, kept so that the connection stays open.
+    let mut unread: Vec<OwnedReadHalf> = Vec::new();
     let mut channels: HashMap<ChannelId, String> = HashMap::new();
     let start = Instant::now();
     let video_interval = Duration::from_micros(1_000_000 / VIDEO_FPS);
@@ -507,6 +625,13 @@ async fn drive(
         let timeout = loop {
             match b.rtc.poll_output() {
                 Ok(Output::Timeout(t)) => break t,
+                Ok(Output::Transmit(t)) if t.proto == Protocol::Tcp => {
+                    if let Some(wr) = tcp_wr.as_mut()
+                        && wr.write_all(&frame(&t.contents)).await.is_err()
+                    {
+                        tcp_wr = None;
+                    }
+                }
                 Ok(Output::Transmit(t)) => {
                     if loss_out.drop(&t.contents) {
                         state.lock().unwrap().dropped_out += 1;
@@ -535,6 +660,7 @@ async fn drive(
                 } else if let Ok((n, source)) = r
                     && let Ok(contents) = buf[..n].try_into()
                 {
+                    state.lock().unwrap().udp_bytes_in += n as u64;
                     let input = Input::Receive(
                         Instant::now(),
                         Receive { proto: Protocol::Udp, source, destination: b.local, contents },
@@ -542,6 +668,40 @@ async fn drive(
                     let _ = b.rtc.handle_input(input);
                 }
             }
+            r = read_some(&mut tcp_rd, &mut tcp_buf[tcp_filled..]) => match r {
+                Ok(n) if n > 0 => {
+                    tcp_filled += n;
+                    let mut at = 0;
+                    while let Some(len) = tcp_buf[at..tcp_filled]
+                        .first_chunk::<2>()
+                        .map(|l| usize::from(u16::from_be_bytes(*l)))
+                        .filter(|len| at + 2 + len <= tcp_filled)
+                    {
+                        let packet = &tcp_buf[at + 2..at + 2 + len];
+                        at += 2 + len;
+                        state.lock().unwrap().tcp_bytes_in += len as u64;
+                        if let Ok(contents) = packet.try_into() {
+                            let input = Input::Receive(
+                                Instant::now(),
+                                Receive {
+                                    proto: Protocol::Tcp,
+                                    source: tcp_server,
+                                    destination: tcp_local,
+                                    contents,
+                                },
+                            );
+                            let _ = b.rtc.handle_input(input);
+                        }
+                    }
+                    tcp_buf.copy_within(at..tcp_filled, 0);
+                    tcp_filled -= at;
+                }
+                _ => {
+                    tcp_rd = None;
+                    tcp_wr = None;
+                    state.lock().unwrap().tcp_closed_by_server = true;
+                }
+            },
             cmd = cmds.recv() => match cmd {
                 Some(ClientCmd::AcceptOffer(sdp, reply)) => {
                     let result = SdpOffer::from_sdp_string(&sdp)
@@ -614,6 +774,12 @@ async fn drive(
                 Some(ClientCmd::SetVideoDelay(delay)) => video_delay = delay,
                 Some(ClientCmd::Lose(loss)) if loss.incoming => loss_in = loss,
                 Some(ClientCmd::Lose(loss)) => loss_out = loss,
+                Some(ClientCmd::CloseTcp) => {
+                    tcp_rd = None;
+                    tcp_wr = None;
+                    unread.clear();
+                }
+                Some(ClientCmd::PauseTcpReads) => unread.extend(tcp_rd.take()),
                 Some(ClientCmd::Stop) | None => return,
             },
             () = tokio::time::sleep_until(deadline.into()) => {}
@@ -671,6 +837,14 @@ async fn drive(
                 audio_index += 1;
             }
         }
+    }
+}
+
+/// Reads from the TCP connection if there is one; never resolves otherwise.
+async fn read_some(rd: &mut Option<OwnedReadHalf>, buf: &mut [u8]) -> io::Result<usize> {
+    match rd {
+        Some(rd) => rd.read(buf).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -864,13 +1038,22 @@ impl Harness {
 
     /// Joins `id` (labelled [`label`]) to `room`, negotiates, and starts the client.
     pub async fn connect(&self, room: &str, id: u64, role: Role) -> TestClient {
+        self.connect_with(room, id, role, Transport::Udp).await
+    }
+
+    /// [`Harness::connect`] over `transport`.
+    pub async fn connect_with(
+        &self,
+        room: &str,
+        id: u64,
+        role: Role,
+        transport: Transport,
+    ) -> TestClient {
         let id = ParticipantId(id);
-        let handle = self
-            .pool
-            .join(RoomId::new(room), id, &label(id))
-            .await
-            .unwrap();
-        let mut browser = Browser::new(role).await;
+        let room = RoomId::new(room);
+        let server = self.pool.worker_for(&room).local_addr();
+        let handle = self.pool.join(room, id, &label(id)).await.unwrap();
+        let mut browser = Browser::with_transport(role, transport, server).await;
         let offer = browser.offer();
         let answer = handle.accept_offer(&offer, &[]).await.unwrap();
         browser.accept_answer(&answer);
