@@ -52,6 +52,8 @@ use str0m::ice::StunMessage;
 use str0m::media::{Direction, KeyframeRequestKind, MediaData, Mid};
 use str0m::net::{DatagramRecv, Protocol, Receive, TcpType};
 use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc};
+use switchboard_udp::{Incoming, Outgoing};
+use tokio::io::Interest;
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 use tracing::{Instrument, debug, info, warn};
@@ -152,6 +154,7 @@ pub(crate) async fn start(
 
     let worker = Worker {
         socket,
+        outgoing: Outgoing::default(),
         announced,
         candidates,
         tcp,
@@ -228,6 +231,9 @@ async fn tcp_ready(tcp: Option<&Tcp>) {
 
 struct Worker {
     socket: UdpSocket,
+    /// Datagrams the sessions transmitted, sent in batches (`sendmmsg`): whenever a batch
+    /// is full, and at the end of every turn of the loop.
+    outgoing: Outgoing,
     /// The candidates' address; also the `destination` of every received packet.
     announced: SocketAddr,
     /// Every session's local candidates: UDP and passive TCP host candidates, as configured.
@@ -262,7 +268,7 @@ struct Worker {
 
 impl Worker {
     async fn run(mut self) {
-        let mut buf = vec![0u8; RECV_BUF];
+        let mut incoming = Incoming::new(RECV_BUF);
         loop {
             let deadline = self.next_deadline();
             let accepting = self.accept_paused_until.is_none();
@@ -276,7 +282,7 @@ impl Worker {
             match wake {
                 Wake::Command(None) => break,
                 Wake::Command(Some(cmd)) => self.handle_command(cmd, Instant::now()),
-                Wake::Readable(Ok(())) => self.read_socket(&mut buf),
+                Wake::Readable(Ok(())) => self.read_socket(&mut incoming),
                 Wake::Readable(Err(e)) => warn!("media socket: {e}"),
                 Wake::Accepted(Ok((stream, remote))) => {
                     self.accept_tcp(stream, remote, Instant::now());
@@ -296,6 +302,7 @@ impl Worker {
             }
             self.handle_timeouts(now);
             self.drain(now);
+            self.send_udp();
             if let Some(tcp) = self.tcp.as_mut() {
                 tcp.flush();
             }
@@ -631,15 +638,40 @@ impl Worker {
 
     // ---- network input --------------------------------------------------------------------
 
-    fn read_socket(&mut self, buf: &mut [u8]) {
-        for _ in 0..RECV_BATCH {
-            match self.socket.try_recv_from(buf) {
-                Ok((n, source)) => self.handle_datagram(&buf[..n], source, Instant::now()),
+    /// Reads up to [`RECV_BATCH`] datagrams, a batch per system call, and hands each to its
+    /// session.
+    fn read_socket(&mut self, incoming: &mut Incoming) {
+        for _ in 0..RECV_BATCH.div_ceil(switchboard_udp::SLOTS) {
+            let mut received = (0, false);
+            // tokio forgets the socket's readiness only on `WouldBlock` inside `try_io`: a
+            // short batch means the queue ran dry, so say so, and the next wait is for new
+            // datagrams instead of a read that would find none.
+            let result = self.socket.try_io(Interest::READABLE, || {
+                received = incoming.recv(&self.socket)?;
+                if received.1 {
+                    Err(io::ErrorKind::WouldBlock.into())
+                } else {
+                    Ok(())
+                }
+            });
+            let now = Instant::now();
+            for i in 0..received.0 {
+                let (data, source) = incoming.get(i);
+                self.handle_datagram(data, source, now);
+            }
+            match result {
+                Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                // ICMP errors (e.g. port unreachable) surface here on some systems.
+                // ICMP errors (e.g. port unreachable) surface here on some systems; the
+                // datagrams behind them are still to be read.
                 Err(e) => debug!("media socket receive: {e}"),
             }
         }
+    }
+
+    /// Sends the datagrams gathered so far; those the socket cannot take are dropped.
+    fn send_udp(&mut self) {
+        self.stats.send_errors += self.outgoing.send(&self.socket) as u64;
     }
 
     fn handle_datagram(&mut self, data: &[u8], source: SocketAddr, now: Instant) {
@@ -1053,9 +1085,12 @@ impl Worker {
                     return;
                 }
                 Ok(Output::Transmit(t)) if t.proto == Protocol::Udp => {
-                    match self.socket.try_send_to(&t.contents, t.destination) {
-                        Ok(n) => client.bytes_out += n as u64,
-                        Err(_) => self.stats.send_errors += 1,
+                    client.bytes_out += t.contents.len() as u64;
+                    self.outgoing.push(&t.contents, t.destination);
+                    // A full batch goes at once: waiting for the end of the turn would hold
+                    // the first subscribers' packets while the last ones are served.
+                    if self.outgoing.is_full() {
+                        self.stats.send_errors += self.outgoing.send(&self.socket) as u64;
                     }
                 }
                 Ok(Output::Transmit(t)) => {

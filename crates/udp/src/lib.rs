@@ -281,6 +281,11 @@ mod sys {
         iovecs: Vec<libc::iovec>,
     }
 
+    // SAFETY: the raw pointers point only into allocations owned by this value or by the
+    // `Incoming`/`Outgoing` that owns it, and are dereferenced (by the kernel) only during a
+    // call made through `&mut` of that owner; moving the whole to another thread is sound.
+    unsafe impl Send for Headers {}
+
     impl Headers {
         pub fn new() -> Self {
             /// # Safety
@@ -449,6 +454,13 @@ mod tests {
             }
         }
         got
+    }
+
+    #[test]
+    fn batches_may_move_to_another_thread() {
+        fn send<T: Send>() {}
+        send::<Incoming>();
+        send::<Outgoing>();
     }
 
     #[test]
