@@ -159,9 +159,22 @@ impl Incoming {
     }
 }
 
+/// Most datagrams in one segmented send (the kernel's `UDP_MAX_SEGMENTS` is 64 or more).
+#[cfg(target_os = "linux")]
+const GSO_MAX_SEGMENTS: usize = 64;
+/// Most bytes in one segmented send: what fits one IP datagram.
+#[cfg(target_os = "linux")]
+const GSO_MAX_BYTES: usize = 65_000;
+
 /// Datagrams waiting to leave one socket, their bytes end to end in one buffer that keeps
 /// its capacity.
-#[derive(Default)]
+///
+/// On Linux, consecutive datagrams to one destination that have the same size (the last of
+/// them may be shorter) leave as one segmented send (`UDP_SEGMENT`, "GSO"): the kernel
+/// walks its UDP and IP layers once for the run and cuts it into datagrams at the end. An
+/// SFU sends exactly such runs, a video frame's packets to one subscriber. If the socket's
+/// path cannot segment (`EIO`, `EINVAL`: a device without checksum offload), the batch
+/// turns segmentation off for good and sends datagram by datagram.
 pub struct Outgoing {
     data: Vec<u8>,
     /// End offset in `data` and destination of each datagram.
@@ -169,6 +182,33 @@ pub struct Outgoing {
     /// `sendmmsg`'s headers, made on the first send.
     #[cfg(target_os = "linux")]
     headers: Option<sys::Headers>,
+    #[cfg(target_os = "linux")]
+    segmentation: bool,
+}
+
+impl Default for Outgoing {
+    fn default() -> Self {
+        Outgoing {
+            data: Vec::new(),
+            datagrams: Vec::new(),
+            #[cfg(target_os = "linux")]
+            headers: None,
+            #[cfg(target_os = "linux")]
+            segmentation: true,
+        }
+    }
+}
+
+/// One header's worth of a send: datagrams `first..first + count`, bytes `start..end`, each
+/// `segment` bytes long but the last.
+#[cfg(target_os = "linux")]
+#[derive(Clone, Copy, Default)]
+struct Run {
+    first: usize,
+    count: usize,
+    start: usize,
+    end: usize,
+    segment: usize,
 }
 
 impl Outgoing {
@@ -202,48 +242,112 @@ impl Outgoing {
         failed
     }
 
-    /// Returns how many datagrams could not be sent. Goes [`SLOTS`] datagrams per call.
+    /// Turns segmented sends off, as if the path could not take them.
+    #[cfg(target_os = "linux")]
+    pub fn without_segmentation(mut self) -> Self {
+        self.segmentation = false;
+        self
+    }
+
+    /// Returns how many datagrams could not be sent. Goes [`SLOTS`] runs per call.
     #[cfg(target_os = "linux")]
     fn send_now(&mut self, socket: &impl BatchSocket) -> usize {
-        let Self {
-            data,
-            datagrams,
-            headers,
-        } = self;
-        let headers = headers.get_or_insert_with(sys::Headers::new);
         let mut failed = 0;
+        let mut next_datagram = 0;
         let mut start = 0;
-        for chunk in datagrams.chunks(SLOTS) {
-            for (i, (end, to)) in chunk.iter().enumerate() {
-                headers.set_buffer(i, &mut data[start..*end]);
-                headers.set_destination(i, to);
-                start = *end;
+        let mut runs = [Run::default(); SLOTS];
+        while next_datagram < self.datagrams.len() {
+            // Cut the next SLOTS runs.
+            let mut slots = 0;
+            while slots < SLOTS && next_datagram < self.datagrams.len() {
+                let run = self.cut_run(next_datagram, start);
+                next_datagram += run.count;
+                start = run.end;
+                runs[slots] = run;
+                slots += 1;
             }
-            let count = chunk.len();
+            let headers = self.headers.get_or_insert_with(sys::Headers::new);
+            for (i, run) in runs[..slots].iter().enumerate() {
+                headers.set_buffer(i, &mut self.data[run.start..run.end]);
+                headers.set_destination(i, &self.datagrams[run.first].1);
+                headers.set_segment(i, (run.count > 1).then_some(run.segment as u16));
+            }
             let mut next = 0;
-            while next < count {
-                // SAFETY: headers `next..count` point at names, iovecs and bytes that
-                // outlive the call (the bytes are not touched until it returns); the kernel
-                // only reads them.
+            while next < slots {
+                // SAFETY: headers `next..slots` point at names, iovecs, control buffers and
+                // bytes that outlive the call (the bytes are not touched until it returns);
+                // the kernel only reads them.
                 let sent = unsafe {
                     libc::sendmmsg(
                         socket.raw_fd(),
                         headers.as_mut_ptr().add(next),
-                        (count - next) as _,
+                        (slots - next) as _,
                         libc::MSG_DONTWAIT,
                     )
                 };
                 if sent > 0 {
                     next += sent as usize;
+                    continue;
+                }
+                let error = io::Error::last_os_error();
+                let run = runs[next];
+                next += 1;
+                let unsupported = matches!(error.raw_os_error(), Some(libc::EIO | libc::EINVAL));
+                if run.count > 1 && unsupported {
+                    // This path cannot segment: never again, and this run one by one.
+                    self.segmentation = false;
+                    let to = self.datagrams[run.first].1;
+                    let mut from = run.start;
+                    for (end, _) in &self.datagrams[run.first..run.first + run.count] {
+                        if socket.send_one(&self.data[from..*end], to).is_err() {
+                            failed += 1;
+                        }
+                        from = *end;
+                    }
                 } else {
-                    // The datagram at `next` failed (or nothing could be sent at all):
-                    // drop it and go on with the rest.
-                    failed += 1;
-                    next += 1;
+                    // The run at `next` failed (or nothing could be sent at all): drop it
+                    // and go on with the rest.
+                    failed += run.count;
                 }
             }
         }
         failed
+    }
+
+    /// The longest run that may leave in one segmented send, from datagram `first`, whose
+    /// bytes begin at `start`.
+    #[cfg(target_os = "linux")]
+    fn cut_run(&self, first: usize, start: usize) -> Run {
+        let (end, to) = self.datagrams[first];
+        let segment = end - start;
+        let mut run = Run {
+            first,
+            count: 1,
+            start,
+            end,
+            segment,
+        };
+        if !self.segmentation || segment > usize::from(u16::MAX) {
+            return run;
+        }
+        for &(next_end, next_to) in &self.datagrams[first + 1..] {
+            let len = next_end - run.end;
+            if next_to != to
+                || len > segment
+                || len == 0
+                || run.count == GSO_MAX_SEGMENTS
+                || next_end - run.start > GSO_MAX_BYTES
+            {
+                break;
+            }
+            run.count += 1;
+            run.end = next_end;
+            if len < segment {
+                // A shorter datagram can only end a run.
+                break;
+            }
+        }
+        run
     }
 
     #[cfg(not(target_os = "linux"))]
@@ -279,7 +383,13 @@ mod sys {
         headers: Vec<libc::mmsghdr>,
         names: Vec<libc::sockaddr_storage>,
         iovecs: Vec<libc::iovec>,
+        /// Ancillary data of each header: the segment size of a segmented send.
+        controls: Vec<Control>,
     }
+
+    /// Room for one `cmsghdr` with a `u16`, aligned as the kernel reads it.
+    #[repr(C, align(8))]
+    pub struct Control([u8; 32]);
 
     // SAFETY: the raw pointers point only into allocations owned by this value or by the
     // `Incoming`/`Outgoing` that owns it, and are dereferenced (by the kernel) only during a
@@ -301,6 +411,7 @@ mod sys {
                     headers: zeroed(),
                     names: zeroed(),
                     iovecs: zeroed(),
+                    controls: zeroed(),
                 }
             };
             let (names, iovecs) = (this.names.as_mut_ptr(), this.iovecs.as_mut_ptr());
@@ -329,6 +440,30 @@ mod sys {
 
         pub fn set_destination(&mut self, i: usize, to: &SocketAddr) {
             self.headers[i].msg_hdr.msg_namelen = to_sockaddr(to, &mut self.names[i]);
+        }
+
+        /// Makes header `i` a segmented send of `segment`-byte datagrams, or a plain one.
+        pub fn set_segment(&mut self, i: usize, segment: Option<u16>) {
+            let header = &mut self.headers[i].msg_hdr;
+            let Some(segment) = segment else {
+                header.msg_control = std::ptr::null_mut();
+                header.msg_controllen = 0;
+                return;
+            };
+            let control = &mut self.controls[i];
+            // SAFETY: CMSG_SPACE(2) (24) fits the 32-byte, 8-aligned buffer; the header is
+            // written at its start and the value at CMSG_DATA, both inside it.
+            unsafe {
+                let space = libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) as usize;
+                debug_assert!(space <= control.0.len());
+                header.msg_control = control.0.as_mut_ptr().cast();
+                header.msg_controllen = space as _;
+                let cmsg = libc::CMSG_FIRSTHDR(header);
+                (*cmsg).cmsg_level = libc::SOL_UDP;
+                (*cmsg).cmsg_type = libc::UDP_SEGMENT;
+                (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u16>() as u32) as _;
+                std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), segment);
+            }
         }
 
         /// The sender and length of datagram `i` of the last `recvmmsg`; readies header
@@ -522,5 +657,87 @@ mod tests {
             .map(|(data, _)| data)
             .collect();
         assert_eq!(got, [b"first".to_vec(), b"last".to_vec()]);
+    }
+
+    /// A video frame's packets to one receiver, then another receiver's, as an SFU sends.
+    fn frames(outgoing: &mut Outgoing, a: SocketAddr, b: SocketAddr) -> Vec<(Vec<u8>, SocketAddr)> {
+        let mut expected = Vec::new();
+        let mut n = 0u8;
+        for (to, sizes) in [
+            (a, &[1100, 1100, 1100, 1100, 1100, 700][..]),
+            (b, &[1100, 1100, 300][..]),
+            (a, &[80][..]),
+            (a, &[1100, 1200, 1200][..]),
+        ] {
+            for &size in sizes {
+                n += 1;
+                let datagram = vec![n; size];
+                outgoing.push(&datagram, to);
+                expected.push((to, datagram));
+            }
+        }
+        expected.into_iter().map(|(to, d)| (d, to)).collect()
+    }
+
+    #[test]
+    fn runs_to_one_destination_arrive_as_the_datagrams_they_were() {
+        for outgoing in [
+            Outgoing::default(),
+            Outgoing::default().without_segmentation(),
+        ] {
+            let mut outgoing = outgoing;
+            let (sender, a, b) = (bound(), bound(), bound());
+            let (a_addr, b_addr) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+            let expected = frames(&mut outgoing, a_addr, b_addr);
+            assert_eq!(outgoing.send(&sender), 0);
+            let mut incoming = Incoming::new(2048);
+            let from = sender.local_addr().unwrap();
+            for (socket, addr) in [(&a, a_addr), (&b, b_addr)] {
+                let want: Vec<_> = expected
+                    .iter()
+                    .filter(|(_, to)| *to == addr)
+                    .map(|(d, _)| (d.clone(), from))
+                    .collect();
+                assert_eq!(read_all(&mut incoming, socket, want.len()), want);
+            }
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn runs_are_cut_where_segmentation_allows() {
+        let (a, b): (SocketAddr, SocketAddr) = (
+            "127.0.0.1:1".parse().unwrap(),
+            "127.0.0.1:2".parse().unwrap(),
+        );
+        let mut outgoing = Outgoing::default();
+        frames(&mut outgoing, a, b);
+        let mut cuts = Vec::new();
+        let (mut first, mut start) = (0, 0);
+        while first < outgoing.datagrams.len() {
+            let run = outgoing.cut_run(first, start);
+            cuts.push((run.count, run.segment));
+            first += run.count;
+            start = run.end;
+        }
+        // Equal sizes and a shorter last; a new destination; one alone; a larger one
+        // starts a new run.
+        assert_eq!(cuts, [(6, 1100), (3, 1100), (1, 80), (1, 1100), (2, 1200)]);
+
+        let mut long = Outgoing::default();
+        for _ in 0..100 {
+            long.push(&[0; 100], a);
+        }
+        assert_eq!(long.cut_run(0, 0).count, GSO_MAX_SEGMENTS);
+        let mut big = Outgoing::default();
+        for _ in 0..60 {
+            big.push(&[0; 1400], a);
+        }
+        assert_eq!(big.cut_run(0, 0).count, GSO_MAX_BYTES / 1400);
+        let plain = Outgoing::default().without_segmentation();
+        let mut plain = plain;
+        plain.push(&[0; 10], a);
+        plain.push(&[0; 10], a);
+        assert_eq!(plain.cut_run(0, 0).count, 1);
     }
 }
