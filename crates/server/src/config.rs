@@ -2,7 +2,8 @@
 //! file, `SWITCHBOARD_*` environment variables and command-line flags (later ones win).
 //!
 //! Defaults live in [`Config::default`] and nowhere else; `--help` documents every flag and
-//! `--print-config` prints the effective configuration as a TOML sample.
+//! `--print-config` prints the effective configuration as a TOML sample, secrets replaced
+//! by [`REDACTED`] so that its output can be pasted into a bug report or a chat.
 
 use clap::Parser;
 use serde::{Deserialize, Serialize};
@@ -12,6 +13,10 @@ use std::time::Duration;
 use switchboard_proto::Mode;
 use switchboard_signal::Limits;
 use switchboard_turn::{Cidr, PeerPolicy, RelayAddress, ServerConfig};
+
+/// What `--print-config` shows instead of a secret that is set. The server refuses it as a
+/// secret, so a printed configuration used as a file fails instead of running with it.
+pub const REDACTED: &str = "<redacted>";
 
 /// Everything the server can be told. Field names are the TOML keys; each has a flag and an
 /// environment variable of the same name (`--max-rooms`, `SWITCHBOARD_MAX_ROOMS`).
@@ -254,7 +259,23 @@ impl Config {
         if self.turn_realm.is_empty() || self.turn_realm.chars().count() > 127 {
             return Err("turn_realm must be 1 to 127 characters".into());
         }
-        self.turn_users()?;
+        let users = self.turn_users()?;
+        let placeholder = [
+            ("turn_secret", &self.turn_secret),
+            ("admin_key", &self.admin_key),
+        ]
+        .into_iter()
+        .chain(
+            users
+                .iter()
+                .map(|(_, password)| ("a turn_users password", password)),
+        )
+        .find(|(_, secret)| secret.as_str() == REDACTED);
+        if let Some((name, _)) = placeholder {
+            return Err(format!(
+                "{name} is {REDACTED:?}, the placeholder --print-config prints: set the real value"
+            ));
+        }
         self.peer_blocks()?;
         if self.turn_relay_ipv6.is_some_and(|ip| !ip.is_ipv6())
             || self.turn_public_ipv6.is_some_and(|ip| !ip.is_ipv6())
@@ -380,9 +401,36 @@ impl Config {
         Ok(config)
     }
 
-    /// Builds the configuration from the process's arguments, environment and config file.
+    /// The configuration as `--print-config` shows it: TOML, with `turn_secret`,
+    /// `admin_key` and the passwords of `turn_users` replaced by [`REDACTED`]. An unset
+    /// secret stays empty, so the output still tells whether one is set.
+    pub fn to_printable_toml(&self) -> Result<String, String> {
+        let mut shown = self.clone();
+        for secret in [&mut shown.turn_secret, &mut shown.admin_key] {
+            if !secret.is_empty() {
+                *secret = REDACTED.into();
+            }
+        }
+        for entry in &mut shown.turn_users {
+            *entry = match entry.split_once(':') {
+                Some((user, _)) => format!("{user}:{REDACTED}"),
+                None => REDACTED.into(),
+            };
+        }
+        toml::to_string(&shown).map_err(|e| format!("cannot print config: {e}"))
+    }
+
+    /// Builds the configuration from the process's arguments, environment and config file;
+    /// with `--print-config`, prints it and exits.
     pub fn from_cli() -> Result<Self, String> {
-        Cli::parse().into_config()
+        let cli = Cli::parse();
+        let print = cli.print_config;
+        let config = cli.into_config()?;
+        if print {
+            print!("{}", config.to_printable_toml()?);
+            std::process::exit(0);
+        }
+        Ok(config)
     }
 }
 
@@ -438,7 +486,7 @@ struct Cli {
     /// TOML configuration file.
     #[arg(long, env = "SWITCHBOARD_CONFIG")]
     config: Option<PathBuf>,
-    /// Print the effective configuration as TOML and exit.
+    /// Print the effective configuration as TOML, secrets redacted, and exit.
     #[arg(long)]
     print_config: bool,
     /// HTTP/WebSocket listen address [default: 127.0.0.1:8080].
@@ -684,13 +732,6 @@ impl Cli {
             config.tls_key = self.tls_key;
         }
         config.validate()?;
-        if self.print_config {
-            print!(
-                "{}",
-                toml::to_string(&config).map_err(|e| format!("cannot print config: {e}"))?
-            );
-            std::process::exit(0);
-        }
         Ok(config)
     }
 }
@@ -842,6 +883,59 @@ mod tests {
         assert!(err.contains("sfu_udp"), "{err}");
         // Without the SFU, they do not matter.
         cli(&["--sfu-addr", "", "--sfu-udp", "false", "--sfu-tcp", "false"]).unwrap();
+    }
+
+    #[test]
+    fn printed_config_hides_secrets_but_not_that_they_are_set() {
+        let config = cli(&[
+            "--print-config",
+            "--turn-secret",
+            "s3cret-rest",
+            "--admin-key",
+            "s3cret-admin",
+            "--turn-users",
+            "alice:s3cret-one,bob:s3cret:two",
+            "--turn-realm",
+            "example.org",
+            "--announce-host",
+            "turn.example.org",
+        ])
+        .unwrap();
+        let text = config.to_printable_toml().unwrap();
+        for secret in ["s3cret", "two"] {
+            assert!(!text.contains(secret), "{secret} printed:\n{text}");
+        }
+        let printed = toml::from_str::<Config>(&text).unwrap();
+        assert_eq!(printed.turn_secret, REDACTED);
+        assert_eq!(printed.admin_key, REDACTED);
+        assert_eq!(
+            printed.turn_users,
+            ["alice:<redacted>", "bob:<redacted>"],
+            "user names stay"
+        );
+        assert_eq!(printed.turn_realm, "example.org");
+        assert_eq!(printed.announce_host, "turn.example.org");
+        assert_eq!(printed.http_addr, config.http_addr);
+        // Unset secrets stay empty, so the output says they are unset.
+        let text = Config::default().to_printable_toml().unwrap();
+        let printed = toml::from_str::<Config>(&text).unwrap();
+        assert_eq!(
+            (printed.turn_secret, printed.admin_key),
+            (String::new(), String::new())
+        );
+        assert!(text.contains("turn_secret = \"\"\n"), "{text}");
+    }
+
+    #[test]
+    fn the_redaction_placeholder_is_refused_as_a_secret() {
+        for args in [
+            ["--turn-secret", REDACTED],
+            ["--admin-key", REDACTED],
+            ["--turn-users", "alice:<redacted>"],
+        ] {
+            let err = cli(&args).unwrap_err();
+            assert!(err.contains("placeholder"), "{err}");
+        }
     }
 
     #[test]

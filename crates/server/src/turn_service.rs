@@ -33,6 +33,10 @@
 //! Frame buffers circulate between connections and the core task instead of being
 //! allocated per frame.
 //!
+//! The core's events (allocations made and ended, authentication failures, limits reached)
+//! are written to the log here, at levels and within budgets chosen so that nobody can
+//! fill the log by provoking them (see `EventLog`). Relayed data makes no event.
+//!
 //! This module makes no protocol decision; those are the core's.
 
 use std::collections::HashMap;
@@ -48,14 +52,14 @@ use futures_util::task::AtomicWaker;
 use switchboard_turn::channel_data::{self, Kind};
 use switchboard_turn::{
     AllocationInfo, AuthFailure, BindError, Client, Destination, Direction, DropReason,
-    ERROR_CODES, Handled, Output, RelayId, RequestKind, Server, Stats, Transport, frame_len,
+    ERROR_CODES, Event, Handled, Output, RelayId, RequestKind, Server, Stats, Transport, frame_len,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, timeout, timeout_at};
-use tracing::{Instrument, debug, error, trace, warn};
+use tracing::{Instrument, debug, error, info, trace, warn};
 
 use crate::metrics::header;
 use crate::stun_service::StunMetrics;
@@ -100,6 +104,14 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const UDP_SOCKET_BUFFER: usize = 4 << 20;
 /// Pause after a failed `accept` (usually out of file descriptors).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// The period over which info-level lines of the TURN log are budgeted (see [`LogBudget`]).
+const LOG_WINDOW: Duration = Duration::from_secs(10);
+/// Allocation lines (created, ended) at info level per [`LOG_WINDOW`]: far more than real
+/// calls make, so that only a client creating allocations in a loop goes over.
+const ALLOCATION_LINES: u32 = 500;
+/// Refusal lines at info level per [`LOG_WINDOW`]: a full server refuses every newcomer,
+/// and a few lines say so as well as thousands would.
+const REFUSAL_LINES: u32 = 5;
 
 /// Counters of the driver itself, beyond what the core counts.
 #[derive(Debug, Default)]
@@ -412,6 +424,7 @@ fn run_driver(parts: DriverParts, shutdown: watch::Receiver<bool>) -> io::Result
             metrics: parts.metrics,
             incoming: switchboard_udp::Incoming::new(DATAGRAM_BUFFER_LEN),
             outgoing: switchboard_udp::Outgoing::default(),
+            log: EventLog::new(Instant::now()),
         };
         driver.run(shutdown).await;
         Ok(())
@@ -702,6 +715,7 @@ struct Driver {
     incoming: switchboard_udp::Incoming,
     /// Datagrams for UDP clients, sent together at the end of each turn of the loop.
     outgoing: switchboard_udp::Outgoing,
+    log: EventLog,
 }
 
 impl Driver {
@@ -884,7 +898,7 @@ impl Driver {
             }
             ConnectionEvent::Closed { client } => {
                 self.connections.remove(&client);
-                self.core.client_closed(client);
+                self.core.client_closed(client, now);
                 self.flush(now);
             }
         }
@@ -933,7 +947,151 @@ impl Driver {
                     self.core.relay_bound(relay, result, now);
                 }
                 Output::CloseRelay { relay } => self.relays.close(relay),
+                Output::Event(event) => self.log.write(event, now),
             }
+        }
+    }
+}
+
+// ----- The TURN log -----
+
+/// Writes `$($field)*` at info level when `$info`, else at debug level.
+macro_rules! info_or_debug {
+    ($info:expr, $($field:tt)*) => {
+        if $info {
+            info!($($field)*)
+        } else {
+            debug!($($field)*)
+        }
+    };
+}
+
+/// Writes the core's events. Allocations made and ended and requests refused by a limit
+/// go to info level, within budgets that keep a client looping on them from filling the
+/// log; authentication failures go to debug level only, since anyone can cause them.
+struct EventLog {
+    allocations: LogBudget,
+    refusals: LogBudget,
+}
+
+impl EventLog {
+    fn new(now: Instant) -> Self {
+        Self {
+            allocations: LogBudget::new("allocation", ALLOCATION_LINES, now),
+            refusals: LogBudget::new("refusal", REFUSAL_LINES, now),
+        }
+    }
+
+    fn write(&mut self, event: Event, now: Instant) {
+        match event {
+            Event::AllocationCreated {
+                client,
+                username,
+                relayed,
+                lifetime,
+                ..
+            } => info_or_debug!(
+                self.allocations.take(now),
+                user = %username,
+                client = %client.addr,
+                transport = %client.transport.as_str(),
+                relayed = %relayed,
+                lifetime_secs = lifetime.as_secs(),
+                "TURN allocation created"
+            ),
+            Event::AllocationEnded {
+                client,
+                username,
+                relayed,
+                reason,
+                age,
+                to_peer,
+                to_client,
+                ..
+            } => info_or_debug!(
+                self.allocations.take(now),
+                user = %username,
+                client = %client.addr,
+                transport = %client.transport.as_str(),
+                relayed = %relayed,
+                reason = %reason.as_str(),
+                duration_secs = age.as_secs(),
+                to_peer_bytes = to_peer.bytes,
+                to_client_bytes = to_client.bytes,
+                "TURN allocation ended"
+            ),
+            // The username is whatever the client sent: Debug quotes and escapes it.
+            Event::AuthFailed {
+                client,
+                failure,
+                username,
+            } => debug!(
+                client = %client.addr,
+                transport = %client.transport.as_str(),
+                reason = %failure.as_str(),
+                user = ?username.as_deref().unwrap_or_default(),
+                "TURN authentication failed"
+            ),
+            Event::Refused {
+                client,
+                username,
+                limit,
+            } => info_or_debug!(
+                self.refusals.take(now),
+                user = %username,
+                client = %client.addr,
+                transport = %client.transport.as_str(),
+                limit = %limit.as_str(),
+                code = limit.code().code(),
+                "TURN request refused at a limit"
+            ),
+        }
+    }
+}
+
+/// So many info-level lines of one kind per [`LOG_WINDOW`]; past that, lines go to debug
+/// level, and the first line of a later window is preceded by how many did.
+struct LogBudget {
+    kind: &'static str,
+    limit: u32,
+    window_start: Instant,
+    used: u32,
+    demoted: u64,
+}
+
+impl LogBudget {
+    fn new(kind: &'static str, limit: u32, now: Instant) -> Self {
+        Self {
+            kind,
+            limit,
+            window_start: now,
+            used: 0,
+            demoted: 0,
+        }
+    }
+
+    /// Whether the next line may go to info level.
+    fn take(&mut self, now: Instant) -> bool {
+        if now.saturating_duration_since(self.window_start) >= LOG_WINDOW {
+            if self.demoted > 0 {
+                info!(
+                    "{} TURN {} lines went to debug level: more than {} in {} s",
+                    self.demoted,
+                    self.kind,
+                    self.limit,
+                    LOG_WINDOW.as_secs()
+                );
+            }
+            self.window_start = now;
+            self.used = 0;
+            self.demoted = 0;
+        }
+        if self.used < self.limit {
+            self.used += 1;
+            true
+        } else {
+            self.demoted += 1;
+            false
         }
     }
 }
@@ -1374,6 +1532,19 @@ mod tests {
         // After a silence the first burst is read at once.
         now += Duration::from_secs(2);
         assert!(!pace.gather(now, 10));
+    }
+
+    #[test]
+    fn log_budget_demotes_lines_past_its_limit_until_the_next_window() {
+        let start = Instant::now();
+        let mut budget = LogBudget::new("test", 2, start);
+        assert!(budget.take(start));
+        assert!(budget.take(start + Duration::from_secs(1)));
+        assert!(!budget.take(start + Duration::from_secs(2)));
+        assert!(!budget.take(start + Duration::from_secs(9)));
+        assert_eq!(budget.demoted, 2);
+        assert!(budget.take(start + LOG_WINDOW));
+        assert_eq!(budget.demoted, 0);
     }
 
     #[test]

@@ -15,6 +15,8 @@
 //! - [`policy`]: [`PeerPolicy`] and [`Cidr`].
 //! - [`channel_data`]: ChannelData messages and stream framing ([`frame_len`]).
 //! - [`allocation`]: per-allocation state and the [`AllocationInfo`] view.
+//! - [`event`]: [`Event`]s for the driver's log: allocations made and ended,
+//!   authentication failures, limits reached.
 //! - [`stats`]: [`Stats`], the counters behind `/metrics`.
 //! - `attrs`, `ports`, `rate`: TURN attribute layouts, relay port bookkeeping, token
 //!   buckets.
@@ -55,6 +57,7 @@ mod attrs;
 pub mod auth;
 pub mod channel_data;
 pub mod config;
+pub mod event;
 pub mod policy;
 mod ports;
 mod rate;
@@ -68,6 +71,7 @@ pub use attrs::{Family, PROTOCOL_UDP};
 pub use auth::{AuthFailure, rest_password, rest_username};
 pub use channel_data::{ChannelData, FrameError, frame_len};
 pub use config::{ConfigError, RelayAddress, ServerConfig};
+pub use event::{EndReason, Event, Limit};
 pub use policy::{Cidr, CidrError, PeerDenial, PeerPolicy};
 pub use server::{
     BindError, Client, Destination, Handled, Output, RelayId, Server, Transmit, Transport,

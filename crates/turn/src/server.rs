@@ -10,10 +10,11 @@
 //! - the passing of time: [`Server::handle_timeout`] at [`Server::poll_timeout`];
 //!
 //! and after each call drains [`Server::poll_output`]: datagrams or frames to send to a
-//! client or from a relay socket to a peer, and relay sockets to bind or close.
+//! client or from a relay socket to a peer, relay sockets to bind or close, and
+//! [`Event`]s for the operator's log.
 //!
-//! Relayed data costs no allocation: lookups are hash-map hits, and outputs are written
-//! into one buffer that is reused once drained.
+//! Relayed data costs no allocation: lookups are hash-map hits, outputs are written into
+//! one buffer that is reused once drained, and relaying makes no event.
 //!
 //! **Relay to relay.** Data a client sends to the relayed address of another live
 //! allocation on this server never leaves through a socket: the core hands it straight to
@@ -45,6 +46,7 @@ use crate::attrs::{self, Family, PROTOCOL_UDP, ValueError};
 use crate::auth::{AuthFailure, Credentials, Found, Key, NonceError, Nonces};
 use crate::channel_data::{self, ChannelData, Kind, is_valid_channel};
 use crate::config::{ConfigError, RelayAddress, ServerConfig};
+use crate::event::{EndReason, Event, Limit};
 use crate::policy::{PeerDenial, PeerPolicy};
 use crate::ports::PortAllocator;
 use crate::rate::TokenBucket;
@@ -138,6 +140,8 @@ pub enum Output<'a> {
     CloseRelay {
         relay: RelayId,
     },
+    /// Nothing to do but tell the operator, if the driver wants to.
+    Event(Event),
 }
 
 /// Why a relay socket could not be bound.
@@ -311,6 +315,7 @@ enum Queued {
     Close {
         relay: RelayId,
     },
+    Event(Event),
 }
 
 /// Settings the request handlers read, kept apart from the state they change.
@@ -510,6 +515,7 @@ impl Server {
                 dont_fragment,
             },
             Queued::Close { relay } => Output::CloseRelay { relay },
+            Queued::Event(event) => Output::Event(event),
         })
     }
 
@@ -537,10 +543,11 @@ impl Server {
             };
             let mut again = None;
             let mut free = false;
+            let mut expired = false;
             match (&mut entry.state, timer.kind) {
                 (Slot::Allocated(allocation), TimerKind::Allocation) => {
                     if allocation.expires <= now {
-                        free = true;
+                        expired = true;
                         self.stats.allocations_expired += 1;
                     } else {
                         again = Some(allocation.expires);
@@ -574,7 +581,9 @@ impl Server {
                 }
                 _ => {}
             }
-            if free {
+            if expired {
+                self.end_allocation(relay, EndReason::Expired, now);
+            } else if free {
                 self.free_slot(relay);
             } else if let Some(at) = again {
                 self.push_timer(relay, timer.kind, at);
@@ -598,6 +607,10 @@ impl Server {
             start,
             end,
         });
+    }
+
+    fn event(&mut self, event: Event) {
+        self.queue.push_back(Queued::Event(event));
     }
 
     fn drop(&mut self, reason: DropReason) -> Handled {
@@ -663,15 +676,14 @@ impl Server {
     }
 
     /// Ends whatever lives in a slot: its allocation, pending allocation or reservation,
-    /// its port and its socket.
-    fn free_slot(&mut self, relay: RelayId) {
-        let Some(entry) = self.slot_mut(relay) else {
-            return;
-        };
+    /// its port and its socket. Returns the allocation, if that is what it was.
+    fn free_slot(&mut self, relay: RelayId) -> Option<Box<Allocation>> {
+        let entry = self.slot_mut(relay)?;
         let state = std::mem::replace(&mut entry.state, Slot::Free);
         let port = entry.port.take();
         let socket_open = std::mem::replace(&mut entry.socket_open, false);
         entry.generation = entry.generation.wrapping_add(1);
+        let mut ended = None;
         match state {
             Slot::Free => {}
             Slot::Binding(pending) => {
@@ -700,6 +712,7 @@ impl Server {
                 self.stats.allocations -= 1;
                 self.stats.permissions -= allocation.permissions.len() as u64;
                 self.stats.channels -= allocation.channels.len() as u64;
+                ended = Some(allocation);
             }
         }
         if let Some((family, port)) = port {
@@ -709,13 +722,39 @@ impl Server {
             self.queue.push_back(Queued::Close { relay });
         }
         self.free_slots.push(relay.index);
+        ended
     }
 
-    /// A TCP or TLS connection ended: its allocation goes with it, since the 5-tuple that
-    /// names the allocation no longer exists.
-    pub fn client_closed(&mut self, client: Client) {
+    /// Ends `relay`'s allocation (if it still has one) and says so.
+    fn end_allocation(&mut self, relay: RelayId, reason: EndReason, now: Instant) {
+        let Some(allocation) = self.free_slot(relay) else {
+            return;
+        };
+        let Allocation {
+            client,
+            username,
+            relay: relayed,
+            created,
+            traffic,
+            ..
+        } = *allocation;
+        self.event(Event::AllocationEnded {
+            relay,
+            client,
+            username,
+            relayed,
+            reason,
+            age: now.saturating_duration_since(created),
+            to_peer: traffic[Direction::ToPeer.index()],
+            to_client: traffic[Direction::ToClient.index()],
+        });
+    }
+
+    /// A TCP or TLS connection ended at `now`: its allocation goes with it, since the
+    /// 5-tuple that names the allocation no longer exists.
+    pub fn client_closed(&mut self, client: Client, now: Instant) {
         if let Some(relay) = self.by_client.get(&client).copied() {
-            self.free_slot(relay);
+            self.end_allocation(relay, EndReason::ConnectionClosed, now);
         }
     }
 
@@ -912,7 +951,13 @@ impl Server {
         }
         let auth = match self.authenticate(client, message, now) {
             Ok(auth) => auth,
-            Err(reject) => return self.reject(client, method, txid, reject, now),
+            Err(reject) => {
+                let username = message.attributes().find_map(|a| match a {
+                    Attribute::Username(name) => Some(name),
+                    _ => None,
+                });
+                return self.reject(client, method, txid, reject, username, now);
+            }
         };
 
         let mut unknown = [AttributeType::new(0); MAX_UNKNOWN_LISTED];
@@ -1026,12 +1071,15 @@ impl Server {
         })
     }
 
+    /// Answers a request that failed authentication; `username` is the USERNAME it
+    /// carried, for the event.
     fn reject(
         &mut self,
         client: Client,
         method: Method,
         txid: TransactionId,
         reject: Reject,
+        username: Option<&str>,
         now: Instant,
     ) -> Handled {
         let (failure, code) = match reject {
@@ -1040,16 +1088,25 @@ impl Server {
             Reject::BadRequest(failure) => (failure, ErrorCode::BAD_REQUEST),
         };
         self.stats.auth_failures[failure.index()] += 1;
-        if code == ErrorCode::BAD_REQUEST {
-            return self.respond(client, method, txid, Some(code), Sign::None, |_| Ok(()));
+        let handled = if code == ErrorCode::BAD_REQUEST {
+            self.respond(client, method, txid, Some(code), Sign::None, |_| Ok(()))
+        } else {
+            let nonce = self.nonces.mint(client.addr, self.unix_secs(now));
+            let realm = self.settings.realm.clone();
+            self.respond(client, method, txid, Some(code), Sign::None, |b| {
+                b.add_realm(&realm)?;
+                // The nonce is ASCII hex by construction.
+                b.add_nonce(std::str::from_utf8(&nonce).unwrap_or_default())
+            })
+        };
+        if failure != AuthFailure::MissingCredentials {
+            self.event(Event::AuthFailed {
+                client,
+                failure,
+                username: username.map(Into::into),
+            });
         }
-        let nonce = self.nonces.mint(client.addr, self.unix_secs(now));
-        let realm = self.settings.realm.clone();
-        self.respond(client, method, txid, Some(code), Sign::None, |b| {
-            b.add_realm(&realm)?;
-            // The nonce is ASCII hex by construction.
-            b.add_nonce(std::str::from_utf8(&nonce).unwrap_or_default())
-        })
+        handled
     }
 
     // ----- Responses -----
@@ -1129,6 +1186,24 @@ impl Server {
         )
     }
 
+    /// Answers a request refused by `limit`, and says so.
+    fn refuse(
+        &mut self,
+        client: Client,
+        message: &Message<'_>,
+        username: &str,
+        limit: Limit,
+        sign: Sign,
+    ) -> Handled {
+        let handled = self.error(client, message, limit.code(), sign);
+        self.event(Event::Refused {
+            client,
+            username: username.into(),
+            limit,
+        });
+        handled
+    }
+
     /// The allocation of `client`, if it has one and `auth` is its user: otherwise the
     /// error to answer with (437, or 441).
     /// A 441 is an authentication failure too (`wrong_credentials`): another user's
@@ -1145,6 +1220,11 @@ impl Server {
             }
             Some(Slot::Allocated(_)) => {
                 self.stats.auth_failures[AuthFailure::WrongCredentials.index()] += 1;
+                self.event(Event::AuthFailed {
+                    client,
+                    failure: AuthFailure::WrongCredentials,
+                    username: Some(auth.username.into()),
+                });
                 Err(ErrorCode::WRONG_CREDENTIALS)
             }
             _ => Err(ErrorCode::ALLOCATION_MISMATCH),
@@ -1261,7 +1341,7 @@ impl Server {
             );
         }
         if self.stats.allocations as usize + self.pending >= self.settings.max_allocations {
-            return self.error(client, message, ErrorCode::INSUFFICIENT_CAPACITY, sign);
+            return self.refuse(client, message, auth.username, Limit::Allocations, sign);
         }
         let user_count = self
             .per_user
@@ -1269,7 +1349,7 @@ impl Server {
             .copied()
             .unwrap_or(0);
         if user_count >= self.settings.max_allocations_per_user {
-            return self.error(client, message, ErrorCode::ALLOCATION_QUOTA_REACHED, sign);
+            return self.refuse(client, message, auth.username, Limit::UserQuota, sign);
         }
         let lifetime = self.settings.lifetime(lifetime);
         // Dual allocations are not offered: an IPv6 additional family is refused per
@@ -1311,7 +1391,7 @@ impl Server {
         }
 
         let Some(relay) = self.new_slot() else {
-            return self.error(client, message, ErrorCode::INSUFFICIENT_CAPACITY, sign);
+            return self.refuse(client, message, auth.username, Limit::Allocations, sign);
         };
         let reserve_next = even_port == Some(true);
         let ports = match family {
@@ -1321,7 +1401,7 @@ impl Server {
         let port = ports.take(&mut self.rng, even_port.is_some(), reserve_next);
         let Some(port) = port else {
             self.free_slots.push(relay.index);
-            return self.error(client, message, ErrorCode::INSUFFICIENT_CAPACITY, sign);
+            return self.refuse(client, message, auth.username, Limit::RelayPorts, sign);
         };
         let bind = self.settings.relay(family).map(|r| r.bind);
         let entry = &mut self.slots[relay.index()];
@@ -1419,7 +1499,7 @@ impl Server {
             return;
         };
         let Some(reserved) = self.new_slot() else {
-            self.fail_pending(relay);
+            self.fail_pending(relay, Limit::Allocations);
             return;
         };
         let token: [u8; 8] = self.rng.r#gen();
@@ -1450,8 +1530,12 @@ impl Server {
         let Slot::Binding(pending) = &mut entry.state else {
             return;
         };
-        if error != BindError::AddrInUse || pending.attempts >= MAX_BIND_ATTEMPTS {
-            self.fail_pending(relay);
+        if error != BindError::AddrInUse {
+            self.fail_pending(relay, Limit::RelayBind);
+            return;
+        }
+        if pending.attempts >= MAX_BIND_ATTEMPTS {
+            self.fail_pending(relay, Limit::RelayPorts);
             return;
         }
         pending.attempts += 1;
@@ -1478,7 +1562,7 @@ impl Server {
             ports.release(old);
         }
         let Some(port) = port else {
-            self.fail_pending(relay);
+            self.fail_pending(relay, Limit::RelayPorts);
             return;
         };
         let bind = self.settings.relay(family).map(|r| r.bind);
@@ -1496,8 +1580,8 @@ impl Server {
         }
     }
 
-    /// Ends a pending allocation with 508.
-    fn fail_pending(&mut self, relay: RelayId) {
+    /// Ends a pending allocation with 508, because of `limit`.
+    fn fail_pending(&mut self, relay: RelayId, limit: Limit) {
         let Some(Slot::Binding(pending)) = self.slot(relay).map(|e| &e.state) else {
             return;
         };
@@ -1507,6 +1591,7 @@ impl Server {
             pending.key,
             pending.sign_sha256,
         );
+        let username = pending.username.clone();
         self.free_slot(relay);
         let sign = if sha256 {
             Sign::Sha256(key)
@@ -1517,10 +1602,15 @@ impl Server {
             client,
             Method::ALLOCATE,
             txid,
-            Some(ErrorCode::INSUFFICIENT_CAPACITY),
+            Some(limit.code()),
             sign,
             |_| Ok(()),
         );
+        self.event(Event::Refused {
+            client,
+            username,
+            limit,
+        });
     }
 
     /// Turns a pending allocation whose sockets are bound into an allocation, and answers.
@@ -1546,10 +1636,18 @@ impl Server {
         let limiter = (self.settings.allocation_bandwidth > 0)
             .then(|| TokenBucket::new(self.settings.allocation_bandwidth, now));
         let expires = now + pending.lifetime;
+        let relayed = SocketAddr::new(public, port);
+        let created = Event::AllocationCreated {
+            relay,
+            client: pending.client,
+            username: pending.username.clone(),
+            relayed,
+            lifetime: pending.lifetime,
+        };
         let allocation = Allocation {
             client: pending.client,
             family: pending.family,
-            relay: SocketAddr::new(public, port),
+            relay: relayed,
             username: pending.username,
             quota_user: pending.quota_user,
             key: pending.key,
@@ -1571,7 +1669,9 @@ impl Server {
         self.stats.allocations += 1;
         self.stats.allocations_created += 1;
         self.push_timer(relay, TimerKind::Allocation, expires);
-        self.allocate_success(relay, now)
+        let handled = self.allocate_success(relay, now);
+        self.event(created);
+        handled
     }
 
     /// The success response to the Allocate that created `relay`'s allocation; sent again
@@ -1661,7 +1761,7 @@ impl Server {
             self.settings.lifetime(requested)
         };
         if lifetime.is_zero() {
-            self.free_slot(relay);
+            self.end_allocation(relay, EndReason::Deleted, now);
         } else if let Some(allocation) = self.allocation_mut(relay) {
             allocation.expires = now + lifetime;
         }
@@ -1769,7 +1869,7 @@ impl Server {
         }
         // Duplicates in one request can overcount `new`; that only errs on the safe side.
         if existing + new > self.settings.max_permissions {
-            return self.error(client, message, ErrorCode::INSUFFICIENT_CAPACITY, sign);
+            return self.refuse(client, message, auth.username, Limit::Permissions, sign);
         }
         let expires = now + self.settings.permission_lifetime;
         for peer in peers().flatten() {
@@ -1852,10 +1952,11 @@ impl Server {
         if let Err(code) = self.check_peer(family, peer) {
             return self.error(client, message, code, sign);
         }
-        if (is_new && channels >= self.settings.max_channels)
-            || (new_permission && permissions >= self.settings.max_permissions)
-        {
-            return self.error(client, message, ErrorCode::INSUFFICIENT_CAPACITY, sign);
+        if is_new && channels >= self.settings.max_channels {
+            return self.refuse(client, message, auth.username, Limit::Channels, sign);
+        }
+        if new_permission && permissions >= self.settings.max_permissions {
+            return self.refuse(client, message, auth.username, Limit::Permissions, sign);
         }
         let expires = now + self.settings.channel_lifetime;
         let permission_expires = now + self.settings.permission_lifetime;

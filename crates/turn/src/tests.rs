@@ -2,7 +2,8 @@
 //!
 //! A [`Harness`] plays client, peer and driver: it builds requests with the STUN codec,
 //! feeds them to a [`Server`], binds relay sockets instantly (or fails them on demand) and
-//! collects outputs as owned values that the assertions compare exactly.
+//! collects outputs as owned values that the assertions compare exactly. Events are kept
+//! apart, in the order they came, for the tests that look at them.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -14,6 +15,7 @@ use switchboard_stun::{
 
 use crate::auth::{AuthFailure, rest_password};
 use crate::config::{RelayAddress, ServerConfig};
+use crate::event::{EndReason, Event, Limit};
 use crate::policy::PeerPolicy;
 use crate::server::{BindError, Client, Destination, Handled, Output, RelayId, Server, Transport};
 use crate::stats::{Direction, DropReason, RequestKind, Traffic};
@@ -102,6 +104,7 @@ struct Harness {
     txid: u8,
     /// Fail the next binds with these errors, in order.
     bind_failures: Vec<BindError>,
+    events: Vec<Event>,
 }
 
 type Fill<'f> = &'f dyn Fn(&mut MessageBuilder<'_>);
@@ -148,6 +151,7 @@ impl Harness {
             now,
             txid: 0,
             bind_failures: Vec::new(),
+            events: Vec::new(),
         }
     }
 
@@ -217,6 +221,10 @@ impl Harness {
                         dont_fragment,
                     } => Out::Bind(relay, addr, dont_fragment),
                     Output::CloseRelay { relay } => Out::Close(relay),
+                    Output::Event(event) => {
+                        self.events.push(event);
+                        continue;
+                    }
                 });
             }
             if batch.is_empty() {
@@ -1032,10 +1040,10 @@ fn allocations_expire_unless_refreshed() {
 fn tcp_connection_close_ends_its_allocation() {
     let mut h = Harness::new();
     let (relay, _, _) = h.allocate(tcp_client());
-    h.server.client_closed(tcp_client());
+    h.server.client_closed(tcp_client(), h.now);
     assert_eq!(h.outputs(), [Out::Close(relay)]);
     assert_eq!(h.server.stats().allocations, 0);
-    h.server.client_closed(tcp_client());
+    h.server.client_closed(tcp_client(), h.now);
     assert!(h.outputs().is_empty());
 }
 
@@ -1815,4 +1823,235 @@ fn timers_and_outputs_drain() {
     assert!(h.server.poll_output().is_none());
     assert_eq!(h.server.relay_capacity(), 20_000);
     assert_eq!(h.server.realm(), REALM);
+}
+
+// ----- Events -----
+
+fn udp_client(addr: &str) -> Client {
+    Client {
+        transport: Transport::Udp,
+        addr: addr.parse().unwrap(),
+    }
+}
+
+#[test]
+fn allocations_are_told_when_made_and_ended_with_their_traffic() {
+    let mut h = Harness::new();
+    let (relay, relayed, creds) = h.allocate(client());
+    assert_eq!(
+        h.events,
+        [Event::AllocationCreated {
+            relay,
+            client: client(),
+            username: "alice".into(),
+            relayed,
+            lifetime: Duration::from_secs(600),
+        }],
+        "the first challenge is no event"
+    );
+    h.events.clear();
+    h.permit(client(), &creds, peer());
+    h.send_indication(client(), peer(), b"to peer");
+    h.peer_sends(relay, peer(), b"to client!");
+    h.peer_sends(relay, other_peer(), b"no permission");
+    assert!(
+        h.events.is_empty(),
+        "relaying makes no event: {:?}",
+        h.events
+    );
+
+    h.advance(10);
+    let (response, _) = h.request(client(), Method::REFRESH, Some(&creds), &|b| {
+        b.add_raw(AttributeType::LIFETIME, &[0, 0, 0, 0]).unwrap()
+    });
+    assert_eq!(lifetime(&Message::decode(&response).unwrap()), Some(0));
+    assert_eq!(
+        h.events,
+        [Event::AllocationEnded {
+            relay,
+            client: client(),
+            username: "alice".into(),
+            relayed,
+            reason: EndReason::Deleted,
+            age: Duration::from_secs(10),
+            to_peer: Traffic {
+                bytes: 7,
+                packets: 1
+            },
+            to_client: Traffic {
+                bytes: 10,
+                packets: 1
+            },
+        }]
+    );
+
+    h.events.clear();
+    let (relay, _, _) = h.allocate(other_client());
+    h.advance(600);
+    h.outputs();
+    let ends: Vec<_> = h
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::AllocationEnded {
+                relay, reason, age, ..
+            } => Some((*relay, *reason, *age)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        ends,
+        [(relay, EndReason::Expired, Duration::from_secs(600))]
+    );
+
+    h.events.clear();
+    let (relay, _, _) = h.allocate(tcp_client());
+    h.advance(3);
+    h.server.client_closed(tcp_client(), h.now);
+    h.outputs();
+    assert!(
+        matches!(
+            &h.events[..],
+            [Event::AllocationCreated { .. }, Event::AllocationEnded {
+                relay: r,
+                reason: EndReason::ConnectionClosed,
+                age,
+                ..
+            }] if *r == relay && *age == Duration::from_secs(3)
+        ),
+        "{:?}",
+        h.events
+    );
+}
+
+#[test]
+fn authentication_failures_are_told_with_the_username_sent() {
+    let mut h = Harness::new();
+    let mut creds = h.challenge(client(), "alice", "wrong");
+    assert!(h.events.is_empty());
+    h.request(client(), Method::ALLOCATE, Some(&creds), &transport_udp);
+    creds.username = "mallory".into();
+    h.request(client(), Method::ALLOCATE, Some(&creds), &transport_udp);
+    assert_eq!(
+        h.events,
+        [
+            Event::AuthFailed {
+                client: client(),
+                failure: AuthFailure::BadIntegrity,
+                username: Some("alice".into()),
+            },
+            Event::AuthFailed {
+                client: client(),
+                failure: AuthFailure::UnknownUser,
+                username: Some("mallory".into()),
+            },
+        ]
+    );
+    // Another user on an allocation's 5-tuple.
+    h.allocate(client());
+    h.events.clear();
+    let bob = h.challenge(client(), "bob", "builder");
+    let (response, _) = h.request(client(), Method::REFRESH, Some(&bob), &nothing);
+    assert_error(&response, Method::REFRESH, ErrorCode::WRONG_CREDENTIALS);
+    assert_eq!(
+        h.events,
+        [Event::AuthFailed {
+            client: client(),
+            failure: AuthFailure::WrongCredentials,
+            username: Some("bob".into()),
+        }]
+    );
+}
+
+#[test]
+fn limits_that_refuse_a_request_are_told() {
+    let mut h = Harness::with(|c| {
+        c.max_allocations_per_user = 1;
+        c.max_allocations = 2;
+        c.max_permissions_per_allocation = 1;
+        c.max_channels_per_allocation = 1;
+    });
+    let (_, _, creds) = h.allocate(client());
+    let refused = |h: &mut Harness| {
+        let events = std::mem::take(&mut h.events);
+        events
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Refused {
+                    client,
+                    username,
+                    limit,
+                } => Some((client, username.into_string(), limit)),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    h.events.clear();
+    let second = udp_client("203.0.113.5:1001");
+    let alice = h.challenge(second, "alice", "wonderland");
+    let (response, _) = h.request(second, Method::ALLOCATE, Some(&alice), &transport_udp);
+    assert_error(
+        &response,
+        Method::ALLOCATE,
+        ErrorCode::ALLOCATION_QUOTA_REACHED,
+    );
+    assert_eq!(
+        refused(&mut h),
+        [(second, "alice".to_owned(), Limit::UserQuota)]
+    );
+    assert_eq!(Limit::UserQuota.code(), ErrorCode::ALLOCATION_QUOTA_REACHED);
+
+    let bob = h.challenge(second, "bob", "builder");
+    h.request(second, Method::ALLOCATE, Some(&bob), &transport_udp);
+    let third = udp_client("203.0.113.5:1002");
+    let bob = h.challenge(third, "bob", "builder");
+    let (response, _) = h.request(third, Method::ALLOCATE, Some(&bob), &transport_udp);
+    assert_error(
+        &response,
+        Method::ALLOCATE,
+        ErrorCode::INSUFFICIENT_CAPACITY,
+    );
+    assert_eq!(
+        refused(&mut h),
+        [(third, "bob".to_owned(), Limit::Allocations)]
+    );
+
+    h.permit(client(), &creds, peer());
+    let (response, _) = h.request(client(), Method::CREATE_PERMISSION, Some(&creds), &|b| {
+        b.add_xor_address(AttributeType::XOR_PEER_ADDRESS, other_peer())
+            .unwrap()
+    });
+    assert_error(
+        &response,
+        Method::CREATE_PERMISSION,
+        ErrorCode::INSUFFICIENT_CAPACITY,
+    );
+    assert_eq!(
+        refused(&mut h),
+        [(client(), "alice".to_owned(), Limit::Permissions)]
+    );
+    let message = h.bind_channel(client(), &creds, 0x4000, peer());
+    assert_eq!(message.message_type().class, Class::SuccessResponse);
+    let other = SocketAddr::new(peer().ip(), 5001);
+    let message = h.bind_channel(client(), &creds, 0x4001, other);
+    assert_eq!(code(&message), Some(ErrorCode::INSUFFICIENT_CAPACITY));
+    assert_eq!(
+        refused(&mut h),
+        [(client(), "alice".to_owned(), Limit::Channels)]
+    );
+
+    // A relay socket that cannot be bound.
+    let mut h = Harness::new();
+    h.bind_failures = vec![BindError::Failed];
+    let alice = h.challenge(client(), "alice", "wonderland");
+    let (response, _) = h.request(client(), Method::ALLOCATE, Some(&alice), &transport_udp);
+    assert_error(
+        &response,
+        Method::ALLOCATE,
+        ErrorCode::INSUFFICIENT_CAPACITY,
+    );
+    assert_eq!(
+        refused(&mut h),
+        [(client(), "alice".to_owned(), Limit::RelayBind)]
+    );
 }
