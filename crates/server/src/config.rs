@@ -121,6 +121,12 @@ pub struct Config {
     /// Offer the SFU's UDP candidate. Off, browsers can reach SFU rooms only over TCP (needs
     /// `sfu_tcp`); meant for testing that path.
     pub sfu_udp: bool,
+    /// Estimate the bandwidth towards each SFU subscriber from its congestion-control
+    /// feedback (TWCC/REMB) and choose simulcast layers by it. This also paces what the
+    /// server sends and probes with padding; off, layers follow tile sizes only and packets
+    /// leave as they come (less delay and CPU, for networks known to have room, such as a
+    /// LAN broadcast to hundreds of viewers).
+    pub sfu_bandwidth_estimation: bool,
     /// IP announced to browsers as the SFU's ICE candidate, e.g. the public IP of a 1:1 NAT.
     /// Empty: the IP `sfu_addr` binds (which must then not be `0.0.0.0`).
     #[serde(with = "optional")]
@@ -179,6 +185,7 @@ impl Default for Config {
             sfu_addr: Some(SocketAddr::from(([127, 0, 0, 1], 7882))),
             sfu_tcp: true,
             sfu_udp: true,
+            sfu_bandwidth_estimation: true,
             sfu_public_ip: None,
             sfu_workers: 0,
             max_sfu_participants: limits.max_sfu_participants,
@@ -611,6 +618,9 @@ struct Cli {
     /// Offer the SFU's UDP candidate; false leaves browsers only TCP, for tests [default: true].
     #[arg(long, env = "SWITCHBOARD_SFU_UDP")]
     sfu_udp: Option<bool>,
+    /// Choose SFU simulcast layers by each subscriber's estimated bandwidth, with pacing and probing; false: by tile size only [default: true].
+    #[arg(long, env = "SWITCHBOARD_SFU_BANDWIDTH_ESTIMATION")]
+    sfu_bandwidth_estimation: Option<bool>,
     /// IP announced as the SFU's ICE candidate [default: the sfu_addr IP].
     #[arg(long, env = "SWITCHBOARD_SFU_PUBLIC_IP")]
     sfu_public_ip: Option<String>,
@@ -718,6 +728,7 @@ impl Cli {
             admin_key,
             sfu_tcp,
             sfu_udp,
+            sfu_bandwidth_estimation,
             sfu_workers,
             max_sfu_participants,
             sfu_broadcast_threshold
@@ -883,6 +894,15 @@ mod tests {
         assert!(err.contains("sfu_udp"), "{err}");
         // Without the SFU, they do not matter.
         cli(&["--sfu-addr", "", "--sfu-udp", "false", "--sfu-tcp", "false"]).unwrap();
+    }
+
+    #[test]
+    fn sfu_bandwidth_estimation_defaults_on_and_can_be_turned_off() {
+        assert!(cli(&[]).unwrap().sfu_bandwidth_estimation);
+        let config = cli(&["--sfu-bandwidth-estimation", "false"]).unwrap();
+        assert!(!config.sfu_bandwidth_estimation);
+        let config = toml::from_str::<Config>("sfu_bandwidth_estimation = false").unwrap();
+        assert!(!config.sfu_bandwidth_estimation);
     }
 
     #[test]

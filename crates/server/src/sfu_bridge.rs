@@ -26,7 +26,7 @@ use switchboard_proto::{
     ErrorCode, MediaSource, ParticipantId, SFU_PARTICIPANT, ServerMessage, TrackSources,
 };
 use switchboard_sfu::{
-    LeaveReason, Limits, ParticipantHandle, RoomId, Sfu, SfuError, SfuEvent, TrackSource,
+    LeaveReason, Limits, ParticipantHandle, Quality, RoomId, Sfu, SfuError, SfuEvent, TrackSource,
     WorkerConfig, WorkerStats,
 };
 use tokio::sync::{mpsc, oneshot, watch};
@@ -247,6 +247,10 @@ pub async fn start(
                 .max_participants
                 .max(config.max_sfu_participants + config.max_receivers),
             ..defaults.limits.clone()
+        },
+        quality: Quality {
+            bandwidth_estimation: config.sfu_bandwidth_estimation,
+            ..defaults.quality.clone()
         },
         ..defaults
     };

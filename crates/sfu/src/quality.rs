@@ -21,6 +21,10 @@ pub struct Quality {
     /// How long a subscriber's bandwidth estimate must stay high enough for a higher layer
     /// before it gets it. A lower estimate lowers the layer at once.
     pub layer_up_hold: Duration,
+    /// Whether sessions estimate the bandwidth towards their client (str0m's BWE) and
+    /// layers follow the estimate. It comes with str0m's pacer and probing padding; without
+    /// it, layers follow tile sizes only and packets leave as soon as they are made.
+    pub bandwidth_estimation: bool,
     /// The bandwidth estimate (bit/s) a new session starts from until congestion-control
     /// feedback refines it (str0m's `enable_bwe`).
     pub initial_estimate: u64,
@@ -37,6 +41,7 @@ impl Default for Quality {
         Quality {
             tick: Duration::from_millis(250),
             layer_up_hold: Duration::from_secs(3),
+            bandwidth_estimation: true,
             initial_estimate: 3_000_000,
             dominant_speaker_hold: Duration::from_secs(1),
             speaking_level: 50,

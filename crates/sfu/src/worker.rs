@@ -482,6 +482,7 @@ impl Worker {
 
     /// A session for a participant, with its own ICE credentials.
     fn new_rtc(&self, now: Instant) -> (Rtc, String) {
+        let quality = &self.config.quality;
         let creds = IceCreds::new();
         let ufrag = creds.ufrag.clone();
         let mut rtc = Rtc::builder()
@@ -490,7 +491,11 @@ impl Worker {
             .set_crypto_provider(self.crypto.clone())
             .set_dtls_cert(self.cert.clone())
             .set_sctp_max_buffered_amount(channels::SEND_BUFFER)
-            .enable_bwe(Some(Bitrate::bps(self.config.quality.initial_estimate)))
+            .enable_bwe(
+                quality
+                    .bandwidth_estimation
+                    .then(|| Bitrate::bps(quality.initial_estimate)),
+            )
             // Browsers sync audio to video from sender reports; str0m's default for audio
             // (5 s) would leave a new subscriber out of sync for several seconds.
             .set_rtcp_report_interval_audio(SENDER_REPORT_INTERVAL)

@@ -471,3 +471,27 @@ async fn the_loudest_participant_is_announced_as_the_dominant_speaker() {
         .collect();
     assert_eq!(changes.len(), 2, "{changes:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_bandwidth_estimation_media_flows_and_nothing_is_estimated() {
+    let mut config = test_config();
+    config.quality.bandwidth_estimation = false;
+    let h = Harness::start(config).await;
+    let _a = h.connect("room", A.0, Role::Publisher).await;
+    let b = h.connect("room", B.0, Role::Subscriber).await;
+    assert!(
+        wait_until(WAIT, || {
+            let s = b.state();
+            s.video_frames() >= 45 && s.audio_frames() >= 75
+        })
+        .await,
+        "B did not receive enough media: {:?}",
+        b.state()
+    );
+    let video = b.state();
+    let video = video.of_kind(MediaKind::Video)[0];
+    assert_eq!(video.corrupt + video.out_of_order, 0);
+    let rooms = h.sfu.rooms().await.unwrap();
+    let subscriber = rooms[0].participants.iter().find(|p| p.id == B).unwrap();
+    assert_eq!(subscriber.bandwidth_estimate, None, "{rooms:?}");
+}
