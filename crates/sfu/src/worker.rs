@@ -72,6 +72,9 @@ use crate::tcp::{self, CloseReason, FrameTooLong, Sent, Tcp, TcpLimits};
 const RECV_BUF: usize = 2048;
 /// Datagrams read per wake-up before timers and commands get a turn.
 const RECV_BATCH: usize = 64;
+/// Due timeouts a session's poll serves in one go; more wait for the next turn, so that a
+/// session whose deadlines keep falling due cannot hold the loop.
+const MAX_DUE_TIMEOUTS: usize = 8;
 /// Wait before offering again when an offer could not be delivered.
 const OFFER_RETRY: Duration = Duration::from_millis(250);
 /// Longest sleep when no deadline is due.
@@ -1072,6 +1075,7 @@ impl Worker {
 
     fn poll_client(&mut self, id: ParticipantId, now: Instant) {
         self.maybe_offer(id, now);
+        let mut due_timeouts = 0;
         loop {
             let Some(client) = self.clients.get_mut(&id) else {
                 return;
@@ -1084,6 +1088,15 @@ impl Worker {
                 return;
             }
             match rtc.poll_output() {
+                // str0m asks for a timeout at once after media is written, to release it
+                // from its queues: served now, the packets leave in this turn; left to the
+                // loop, they would wait for the runtime's timer (millisecond ticks).
+                Ok(Output::Timeout(t)) if t <= now && due_timeouts < MAX_DUE_TIMEOUTS => {
+                    due_timeouts += 1;
+                    if let Err(e) = rtc.handle_input(Input::Timeout(now)) {
+                        debug!(participant = %id, "timeout input: {e}");
+                    }
+                }
                 Ok(Output::Timeout(t)) => {
                     client.next_timeout = Some(t);
                     self.wake_by(t);
