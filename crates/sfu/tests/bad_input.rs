@@ -6,7 +6,7 @@ mod support;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use support::{Browser, Harness, Role, label, test_config, wait_until};
+use support::{Browser, Harness, Role, label, stun_with_username, test_config, wait_until};
 use switchboard_sfu::{
     LeaveReason, ParticipantId, RoomId, RouteError, SdpError, SfuError, SfuEvent, WorkerConfig,
 };
@@ -21,20 +21,6 @@ const WAIT: Duration = Duration::from_secs(10);
 fn stun_binding_request() -> Vec<u8> {
     let mut m = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
     m.extend_from_slice(&[7; 12]);
-    m
-}
-
-/// A binding request naming a username fragment no session has.
-fn stun_with_username(username: &str) -> Vec<u8> {
-    let padded = username.len().div_ceil(4) * 4;
-    let mut m = vec![0x00, 0x01];
-    m.extend_from_slice(&((4 + padded) as u16).to_be_bytes());
-    m.extend_from_slice(&[0x21, 0x12, 0xa4, 0x42]);
-    m.extend_from_slice(&[9; 12]);
-    m.extend_from_slice(&[0x00, 0x06]);
-    m.extend_from_slice(&(username.len() as u16).to_be_bytes());
-    m.extend_from_slice(username.as_bytes());
-    m.resize(20 + 4 + padded, 0);
     m
 }
 

@@ -8,7 +8,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use str0m::media::MediaKind;
-use support::{Browser, Harness, Role, Transport, frame, label, test_config, wait_until};
+use support::{
+    Browser, Harness, Role, Transport, frame, label, stun_with_username, test_config, wait_until,
+};
 use switchboard_sfu::{ParticipantId, RoomId, SfuEvent, WorkerConfig, WorkerStats};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -80,20 +82,6 @@ async fn closed_by_engine(stream: &mut TcpStream, within: Duration) -> bool {
             Ok(Ok(_)) => {}
         }
     }
-}
-
-/// A binding request naming a username fragment no session has.
-fn stun_with_username(username: &str) -> Vec<u8> {
-    let padded = username.len().div_ceil(4) * 4;
-    let mut m = vec![0x00, 0x01];
-    m.extend_from_slice(&((4 + padded) as u16).to_be_bytes());
-    m.extend_from_slice(&[0x21, 0x12, 0xa4, 0x42]);
-    m.extend_from_slice(&[9; 12]);
-    m.extend_from_slice(&[0x00, 0x06]);
-    m.extend_from_slice(&(username.len() as u16).to_be_bytes());
-    m.extend_from_slice(username.as_bytes());
-    m.resize(20 + 4 + padded, 0);
-    m
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -404,6 +404,21 @@ impl TcpLink {
     }
 }
 
+/// A STUN binding request naming `username` (unsigned: no session can accept it), as a
+/// stranger's ICE check would.
+pub fn stun_with_username(username: &str) -> Vec<u8> {
+    let padded = username.len().div_ceil(4) * 4;
+    let mut m = vec![0x00, 0x01];
+    m.extend_from_slice(&((4 + padded) as u16).to_be_bytes());
+    m.extend_from_slice(&[0x21, 0x12, 0xa4, 0x42]);
+    m.extend_from_slice(&[9; 12]);
+    m.extend_from_slice(&[0x00, 0x06]);
+    m.extend_from_slice(&(username.len() as u16).to_be_bytes());
+    m.extend_from_slice(username.as_bytes());
+    m.resize(20 + 4 + padded, 0);
+    m
+}
+
 /// One RFC 4571 frame: 2-byte big-endian length, then `packet`.
 pub fn frame(packet: &[u8]) -> Vec<u8> {
     let mut f = (packet.len() as u16).to_be_bytes().to_vec();
