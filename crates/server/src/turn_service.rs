@@ -64,6 +64,7 @@ use tracing::{Instrument, debug, error, info, trace, warn};
 use crate::metrics::header;
 use crate::stun_service::StunMetrics;
 use batch::Socket;
+use switchboard_udp::BatchSocket;
 
 /// Receive buffer for datagrams: the largest UDP payload, so nothing arrives truncated.
 const DATAGRAM_BUFFER_LEN: usize = 65_536;
@@ -1108,7 +1109,7 @@ fn record(stun_metrics: &StunMetrics, handled: Handled) {
 }
 
 fn send_datagram(socket: &Socket, data: &[u8], to: SocketAddr, metrics: &TurnMetrics) {
-    if let Err(error) = socket.send_to(data, to) {
+    if let Err(error) = socket.send_one(data, to) {
         metrics.send_failures.fetch_add(1, Ordering::Relaxed);
         trace!(%to, %error, "datagram not sent");
     }
@@ -1211,11 +1212,6 @@ mod batch {
             return self.io.try_io(Interest::READABLE, |_| read(self));
             #[cfg(not(unix))]
             return self.io.try_io(Interest::READABLE, || read(self));
-        }
-
-        /// Sends without waiting: a full socket buffer is an error, not a wait.
-        pub fn send_to(&self, data: &[u8], to: SocketAddr) -> io::Result<usize> {
-            self.send_one(data, to)
         }
     }
 

@@ -1108,7 +1108,7 @@ impl Worker {
                     // A full batch goes at once: waiting for the end of the turn would hold
                     // the first subscribers' packets while the last ones are served.
                     if self.outgoing.is_full() {
-                        self.stats.send_errors += self.outgoing.send(&self.socket) as u64;
+                        self.send_udp();
                     }
                 }
                 Ok(Output::Transmit(t)) => {
